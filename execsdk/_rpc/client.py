@@ -1,0 +1,341 @@
+"""RpcClient: the JSON-RPC core. Request ids, the pending map, the reader thread, one exit path.
+
+Concurrency rules (STYLE.md §3): one reader thread owns ``transport.recv()``; a pending entry
+is registered before its request is sent; only whoever pops an entry from the pending map (under
+the lock) settles it, so a reply, a timeout and a disconnect can never settle one twice; every
+way the link ends goes through ``_fail_all``; at most ``max_in_flight`` calls are in flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import weakref
+from typing import Any
+
+from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
+from execsdk._dispatch import CallbackDispatcher
+from execsdk._protocol.jsonrpc import (
+    Notification,
+    Response,
+    decode_message,
+    encode_notification,
+    encode_request,
+)
+from execsdk._rpc.bus import EventBus
+from execsdk._transport.base import Transport
+from execsdk.errors import (
+    ConnectionClosed,
+    ConnectionLost,
+    ExecSdkError,
+    ProtocolError,
+    RequestTimeout,
+    server_error,
+)
+
+__all__ = ["RpcClient"]
+
+log = logging.getLogger(__name__)
+
+_reader_ids = itertools.count(1)
+_live_clients: weakref.WeakSet[RpcClient] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_live_clients):
+        client._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Pending:
+    """One in-flight call: a lock held until the answer is stored (cheaper than a Future)."""
+
+    __slots__ = ("error", "lock", "method", "result")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result = result
+        self.error = error
+        self.lock.release()
+
+
+class RpcClient:
+    """A JSON-RPC connection with one reader thread.
+
+    Thread-safety: every method may be called from any number of threads at once.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        timeout: float | None = None,
+        max_in_flight: int = 128,
+        dispatcher: CallbackDispatcher | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._transport = transport
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._ids = itertools.count(1)
+        self._pending: dict[int | str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._state = "open"  # open -> closing | lost -> closed
+        self._end: BaseException | None = None
+        self._pid = os.getpid()
+        self._forked = False
+        self.dispatcher = dispatcher or CallbackDispatcher()
+        self.bus = EventBus(self.dispatcher)
+        self._ended = threading.Event()
+        n = next(_reader_ids)
+        self._reader = threading.Thread(
+            target=self._reader_main, name=f"execsdk-reader-{n}", daemon=True
+        )
+        _live_clients.add(self)
+        self._reader.start()  # last: every attribute exists before the reader runs
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def description(self) -> str:
+        """The transport's URL or command."""
+        return self._transport.description
+
+    @property
+    def is_open(self) -> bool:
+        """True until the connection is closed or lost."""
+        return self._state == "open" and not self._forked
+
+    @property
+    def reader_thread(self) -> threading.Thread:
+        """The reader thread (for tests and diagnostics)."""
+        return self._reader
+
+    # ------------------------------------------------------------------ calls
+
+    def _check_usable(self) -> None:
+        if self._forked or os.getpid() != self._pid:
+            raise ConnectionClosed(
+                "this client belongs to the parent process: create a new client after fork"
+            )
+        if self._state != "open":
+            raise self._end_error()
+
+    def _end_error(self) -> ExecSdkError:
+        cause = self._end
+        if self._state in ("closing", "closed") and not isinstance(cause, ConnectionLost):
+            err: ExecSdkError = ConnectionClosed(
+                f"the client for {self.description} is closed; create a new one"
+            )
+        else:
+            err = ConnectionLost(f"connection to {self.description} was lost")
+        if cause is not None:
+            err.__cause__ = cause.__cause__ if isinstance(cause, ExecSdkError) else cause
+        return err
+
+    def call(self, method: str, params: Any = None, *, timeout: Timeoutish = UNSET) -> Any:
+        """Send a request and block for its raw result.
+
+        Raises ``RequestTimeout`` (a ``TimeoutError``) when no answer comes within
+        ``timeout`` (default: the client's), ``ServerError`` subclasses for error answers,
+        ``ConnectionLost``/``ConnectionClosed`` when the link ends first.
+        """
+        self._check_usable()
+        deadline = Deadline(resolve_timeout(timeout, self.timeout))
+        if not self._slots.acquire(timeout=deadline.left()):
+            raise RequestTimeout(
+                method, deadline.total, f"{self.max_in_flight} calls already in flight"
+            )
+        try:
+            entry = _Pending(method)
+            with self._lock:
+                if self._state != "open":
+                    raise self._end_error()
+                req_id = next(self._ids)
+                self._pending[req_id] = entry
+            try:
+                self._transport.send(
+                    encode_request(req_id, method, params), timeout=deadline.left()
+                )
+            except BaseException as exc:
+                with self._lock:
+                    mine = self._pending.pop(req_id, None) is not None
+                if not mine:
+                    # The reader or _fail_all settled it meanwhile; report that outcome.
+                    entry.lock.acquire()
+                    return self._outcome(entry)
+                if isinstance(exc, TimeoutError):
+                    raise RequestTimeout(method, deadline.total, "could not send") from None
+                if isinstance(exc, OSError):
+                    self._fail_all(exc)
+                    raise self._end_error() from exc
+                raise
+            left = deadline.left()
+            got = entry.lock.acquire() if left is None else entry.lock.acquire(timeout=left)
+            if not got:
+                with self._lock:
+                    mine = self._pending.pop(req_id, None) is not None
+                if mine:
+                    raise RequestTimeout(method, deadline.total)
+                entry.lock.acquire()  # settled concurrently: take that answer
+            return self._outcome(entry)
+        finally:
+            self._slots.release()
+
+    @staticmethod
+    def _outcome(entry: _Pending) -> Any:
+        if entry.error is not None:
+            raise entry.error
+        return entry.result
+
+    def notify(self, method: str, params: Any = None, *, timeout: Timeoutish = UNSET) -> None:
+        """Send a notification (no answer expected)."""
+        self._check_usable()
+        deadline = Deadline(resolve_timeout(timeout, self.timeout))
+        try:
+            self._transport.send(encode_notification(method, params), timeout=deadline.left())
+        except TimeoutError:
+            raise RequestTimeout(method, deadline.total, "could not send") from None
+        except OSError as exc:
+            self._fail_all(exc)
+            raise self._end_error() from exc
+
+    # ------------------------------------------------------------------ reader
+
+    def _reader_main(self) -> None:
+        cause: BaseException | None = None
+        try:
+            while True:
+                raw = self._transport.recv()
+                if raw is None:
+                    cause = EOFError("the server closed the connection")
+                    break
+                try:
+                    msg = decode_message(raw)
+                except ProtocolError as exc:
+                    # Garbage from the server: the link can no longer be trusted.
+                    cause = exc
+                    break
+                if isinstance(msg, Notification):
+                    params = msg.params if isinstance(msg.params, dict) else {}
+                    self.bus.publish(msg.method, params)
+                elif isinstance(msg, Response):
+                    self._settle(msg)
+                else:
+                    cause = ProtocolError(
+                        "the server sent a request; clients do not serve requests",
+                        payload=raw if isinstance(raw, str) else raw.decode("utf-8", "replace"),
+                    )
+                    break
+        except BaseException as exc:
+            cause = exc
+        finally:
+            self._fail_all(cause)
+            self._ended.set()
+
+    def _settle(self, msg: Response) -> None:
+        with self._lock:
+            entry = self._pending.pop(msg.id, None) if msg.id is not None else None
+        if entry is None:
+            if msg.error is not None and msg.id in (-1, None):
+                log.warning(
+                    "server reported an error without a request id: %s %s",
+                    msg.error.code,
+                    msg.error.message[:200],
+                )
+            else:
+                log.debug("reply for unknown or expired id %r dropped", msg.id)
+            return
+        if msg.error is not None:
+            entry.settle(
+                error=server_error(
+                    msg.error.code,
+                    msg.error.message,
+                    method=entry.method,
+                    request_id=msg.id,
+                    data=msg.error.data,
+                )
+            )
+        else:
+            entry.settle(result=msg.result)
+
+    def _fail_all(self, cause: BaseException | None) -> None:
+        """The one disconnect path: mark the state, fail every waiter, end subscriptions."""
+        with self._lock:
+            if self._state not in ("open", "closing"):
+                return
+            if self._state == "open":
+                self._state = "lost"
+            closing = self._state == "closing"
+            pending, self._pending = self._pending, {}
+            if closing:
+                self._end = cause
+                self._state = "closed"
+            else:
+                lost = ConnectionLost(f"connection to {self.description} was lost")
+                lost.__cause__ = cause
+                self._end = lost
+        for entry in pending.values():
+            err = self._end_error()
+            entry.settle(error=err)
+        end = self._end_error()
+        self.bus.close(end)
+
+    # ------------------------------------------------------------------ close
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Close the connection (idempotent, safe from any thread, including callbacks).
+
+        Pending calls fail with ``ConnectionClosed``; threads are joined within ``timeout``.
+        """
+        if self._forked or os.getpid() != self._pid:
+            self._forked = True
+            return  # never touch the parent's socket from a forked child
+        with self._lock:
+            if self._state == "open":
+                self._state = "closing"
+                first = True
+            else:
+                first = False
+        if first:
+            self._fail_all(None)
+        deadline = Deadline(timeout)
+        try:
+            self._transport.close(timeout=deadline.left())
+        except Exception:
+            log.debug("transport close failed", exc_info=True)
+        me = threading.current_thread()
+        if self._reader is not me and self._reader.is_alive():
+            self._reader.join(deadline.left())
+            if self._reader.is_alive():
+                log.warning("%s still running after close()", self._reader.name)
+        if not self.dispatcher.in_dispatcher():
+            self.dispatcher.close(deadline.left())
+        else:
+            self.dispatcher.close(0)
+        _live_clients.discard(self)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the reader has ended; True if it did within ``timeout``."""
+        return self._ended.wait(timeout)
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", "closed") == "open" and not getattr(self, "_forked", True):
+            import warnings
+
+            warnings.warn(
+                f"unclosed execsdk client for {self.description}", ResourceWarning, stacklevel=2
+            )
