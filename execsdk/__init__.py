@@ -14,33 +14,87 @@ both are :class:`Environment` objects with the same ``run``/``spawn``/``fs`` API
 
 from __future__ import annotations
 
-from execsdk import errors
-from execsdk._api import connect
-from execsdk._base import Environment
-from execsdk.client import Client, Generation, ServerInfo
-from execsdk.environment import (
-    DirEntry,
-    EnvironmentInfo,
-    EnvPolicy,
-    FileInfo,
-    OutputChunk,
-)
-from execsdk.errors import (
-    CalledProcessError,
-    ConnectError,
-    ConnectionClosed,
-    ConnectionLost,
-    ExecSdkError,
-    ProtocolError,
-    RequestTimeout,
-    ServerError,
-    TimeoutExpired,
-    UnsupportedByServer,
-)
-from execsdk.fs import Fs, RemoteFs, RemotePath
-from execsdk.local import LocalEnvironment, local
-from execsdk.process import Process
-from execsdk.remote import RemoteEnvironment
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from execsdk import errors
+    from execsdk._api import connect
+    from execsdk._base import Environment
+    from execsdk.client import Client, Generation, ServerInfo
+    from execsdk.environment import (
+        DirEntry,
+        EnvironmentInfo,
+        EnvPolicy,
+        FileInfo,
+        OutputChunk,
+    )
+    from execsdk.errors import (
+        CalledProcessError,
+        ConnectError,
+        ConnectionClosed,
+        ConnectionLost,
+        ExecSdkError,
+        ProtocolError,
+        RequestTimeout,
+        ServerError,
+        TimeoutExpired,
+        UnsupportedByServer,
+    )
+    from execsdk.fs import Fs, RemoteFs, RemotePath
+    from execsdk.local import LocalEnvironment, local
+    from execsdk.process import Process
+    from execsdk.remote import RemoteEnvironment
+
+# Public names resolve on first use, so `import execsdk` (and the embedded server's
+# `python -m execsdk serve`) stays cheap and imports only what it needs.
+_LAZY = {
+    "errors": ("execsdk.errors", None),
+    "connect": ("execsdk._api", "connect"),
+    "Environment": ("execsdk._base", "Environment"),
+    "Client": ("execsdk.client", "Client"),
+    "Generation": ("execsdk.client", "Generation"),
+    "ServerInfo": ("execsdk.client", "ServerInfo"),
+    "DirEntry": ("execsdk.environment", "DirEntry"),
+    "EnvironmentInfo": ("execsdk.environment", "EnvironmentInfo"),
+    "EnvPolicy": ("execsdk.environment", "EnvPolicy"),
+    "FileInfo": ("execsdk.environment", "FileInfo"),
+    "OutputChunk": ("execsdk.environment", "OutputChunk"),
+    "CalledProcessError": ("execsdk.errors", "CalledProcessError"),
+    "ConnectError": ("execsdk.errors", "ConnectError"),
+    "ConnectionClosed": ("execsdk.errors", "ConnectionClosed"),
+    "ConnectionLost": ("execsdk.errors", "ConnectionLost"),
+    "ExecSdkError": ("execsdk.errors", "ExecSdkError"),
+    "ProtocolError": ("execsdk.errors", "ProtocolError"),
+    "RequestTimeout": ("execsdk.errors", "RequestTimeout"),
+    "ServerError": ("execsdk.errors", "ServerError"),
+    "TimeoutExpired": ("execsdk.errors", "TimeoutExpired"),
+    "UnsupportedByServer": ("execsdk.errors", "UnsupportedByServer"),
+    "Fs": ("execsdk.fs", "Fs"),
+    "RemoteFs": ("execsdk.fs", "RemoteFs"),
+    "RemotePath": ("execsdk.fs", "RemotePath"),
+    "LocalEnvironment": ("execsdk.local", "LocalEnvironment"),
+    "local": ("execsdk.local", "local"),
+    "Process": ("execsdk.process", "Process"),
+    "RemoteEnvironment": ("execsdk.remote", "RemoteEnvironment"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'execsdk' has no attribute {name!r}") from None
+    import importlib
+
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

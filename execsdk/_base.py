@@ -15,7 +15,7 @@ import subprocess
 import threading
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Union, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 from execsdk import errors as _errors
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
@@ -37,7 +37,7 @@ __all__ = ["CompletedProcess", "Environment"]
 
 log = logging.getLogger(__name__)
 
-PathArg = Union[str, "os.PathLike[str]"]
+PathArg = str | os.PathLike[str]
 
 CompletedProcess = subprocess.CompletedProcess
 """``run()``'s result: ``args``, ``returncode``, ``stdout``, ``stderr`` (bytes or str)."""

@@ -145,10 +145,22 @@ def build_child_env(
 # --------------------------------------------------------------------------- records
 
 
-def _take_controlling_tty() -> None:
-    # Runs in the child between fork and exec, after setsid() and after fds 0-2 became the pty
-    # slave: make that pty the session's controlling terminal (for ^C, /dev/tty, job control).
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _child_setup(tty: bool, default_sigint: bool) -> Callable[[], None] | None:
+    """A ``preexec_fn`` when one is needed (it costs vfork), else None."""
+    if not tty and not default_sigint:
+        return None
+
+    def setup() -> None:
+        # Runs in the child between fork and exec, after setsid() and after fds 0-2 were set.
+        if default_sigint:
+            # Ignored signals stay ignored across exec; a server started with SIGINT ignored
+            # (`cmd &` in a script) would otherwise hand that on and interrupt() would fail.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if tty:
+            # Make the pty slave the new session's controlling terminal (^C, /dev/tty).
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    return setup
 
 
 def _exit_code(info: os.waitid_result) -> int:
@@ -399,7 +411,7 @@ class LocalProcessBackend:
         parent_fds: list[int] = []
         child_fds: list[int] = []
         stdin: int
-        preexec: Callable[[], None] | None = None
+        preexec = _child_setup(spec.tty, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
         try:
             if spec.tty:
                 master, slave = os.openpty()
@@ -408,7 +420,6 @@ class LocalProcessBackend:
                 winsize = struct.pack("HHHH", _TTY_ROWS, _TTY_COLS, 0, 0)
                 fcntl.ioctl(slave, termios.TIOCSWINSZ, winsize)
                 stdin = stdout = stderr = slave
-                preexec = _take_controlling_tty
                 stdin_fd = os.dup(master)  # own fd for writing, so reads and writes close apart
                 parent_fds.append(stdin_fd)
                 outputs: dict[int, Stream] = {master: "pty"}
@@ -701,7 +712,7 @@ class LocalProcessBackend:
 
     def _post(self, command: _Command) -> bool:
         with self._post_lock:
-            if self._io_done:
+            if self._io_done or self._wake_w < 0:
                 return False
             self._commands.append(command)
             try:

@@ -77,7 +77,8 @@ class OutputBuffer:
             self._memory_bytes += size
             return
         if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="execsdk-output-", buffering=0)
+            # Lives as long as the buffer; clear() closes it.
+            self._file = tempfile.TemporaryFile(prefix="execsdk-output-", buffering=0)  # noqa: SIM115
         f = self._file
         f.seek(self._write_pos)
         header = _HEADER.pack(chunk.seq, _STREAM_CODES[chunk.stream], size)

@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Union
 
 from execsdk import errors
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
@@ -46,7 +45,7 @@ DEFAULT_OUTPUT_BUDGET = 64 * 2**20
 WRITE_PIECE = 1 << 20
 """Largest single ``backend.write``; bigger inputs are sent in pieces of this size."""
 
-ProcessArgs = Union[str, Sequence[str]]
+ProcessArgs = str | Sequence[str]
 OnOutput = Callable[[OutputChunk], object]
 OnExit = Callable[[int], object]
 
