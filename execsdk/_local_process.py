@@ -84,7 +84,7 @@ DEFAULT_ENV_EXCLUDES: tuple[str, ...] = ("*KEY*", "*SECRET*", "*TOKEN*")
 """Dropped (case-insensitively) unless ``ignore_default_excludes``."""
 
 _READ_SIZE = 65536
-_READS_PER_WAKE = 4
+_READS_PER_WAKE = 8
 _TTY_ROWS, _TTY_COLS = 24, 80
 _io_ids = itertools.count(1)
 _wait_ids = itertools.count(1)
@@ -387,8 +387,8 @@ class LocalProcessBackend:
         with self._lock:
             closing = self._closing
         if closing:
-            # close() ran while we spawned and may have missed our pid.
-            self._kill_group(proc, signal.SIGKILL)
+            with proc.lock:  # close() ran while we spawned and may have missed our pid
+                self._kill_group(proc, signal.SIGKILL)
         if not self._post(("register", proc)):
             # The I/O thread is already gone: nobody else will reap this child.
             self._abandon(proc)
@@ -940,15 +940,17 @@ class LocalProcessBackend:
         )
 
     def _reap(self, proc: _Proc, timeout: float) -> None:
-        popen = proc.popen
-        if popen is None or proc.reaped:
-            return
-        try:
-            popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("process %r (pid %d) could not be reaped", proc.id, popen.pid)
-            return
-        proc.reaped = True
+        # Under proc.lock, so no killpg() can race the pid being freed.
+        with proc.lock:
+            popen = proc.popen
+            if popen is None or proc.reaped:
+                return
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("process %r (pid %d) could not be reaped", proc.id, popen.pid)
+                return
+            proc.reaped = True
 
     def _close_stdin_fd(self, proc: _Proc) -> None:
         with proc.lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import struct
 import tempfile
+import weakref
 from typing import IO
 
 from execsdk.environment import OutputChunk, Stream
@@ -77,8 +78,10 @@ class OutputBuffer:
             self._memory_bytes += size
             return
         if self._file is None:
-            # Lives as long as the buffer; clear() closes it.
+            # Lives as long as the buffer: clear() closes it, or the finalizer when the buffer
+            # is collected (an abandoned process must not warn about an unclosed file).
             self._file = tempfile.TemporaryFile(prefix="execsdk-output-", buffering=0)  # noqa: SIM115
+            weakref.finalize(self, self._file.close)
         f = self._file
         f.seek(self._write_pos)
         header = _HEADER.pack(chunk.seq, _STREAM_CODES[chunk.stream], size)

@@ -536,7 +536,10 @@ class Process:
                 self._comm_err.getvalue(),
                 process_id=self.id,
             ) from None
-        return self._comm_out.getvalue(), self._comm_err.getvalue()
+        result = self._comm_out.getvalue(), self._comm_err.getvalue()
+        # Hand the output over instead of keeping a second reference alive with the Process.
+        self._comm_out, self._comm_err = io.BytesIO(), io.BytesIO()
+        return result
 
     def _feed(self, data: bytes, deadline: Deadline) -> None:
         """Write ``data`` then close stdin; a process that stopped reading is not an error."""

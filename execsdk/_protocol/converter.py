@@ -69,6 +69,9 @@ T = TypeVar("T")
 Generation = Literal["G1", "G2"]
 
 _FILE_SCHEME = "file://"
+# What codex (the Rust url crate's path-segment set) leaves unescaped besides letters, digits
+# and "_.-~"; measured against codex 0.169 with every printable ASCII character in a name.
+_URI_SAFE = "/!$&'()*+,:;=@[]^|"
 _MAX_REPORTED_PROBLEMS = 5
 
 
@@ -106,12 +109,14 @@ def _require_absolute(path: object) -> str:
 
 
 def path_to_uri(path: str) -> str:
-    """``/tmp/a b#1`` -> ``file:///tmp/a%20b%231``; ``/`` is kept, everything else quoted.
+    """``/tmp/a b#1`` -> ``file:///tmp/a%20b%231``, byte-identical to codex's own URIs.
 
-    Lone surrogates (undecodable bytes from ``os.fsdecode``) map back to their raw bytes.
+    Percent-encoded: controls, space, ``"#%<>?\\`{}``, DEL and non-ASCII (as UTF-8); every
+    other ASCII character stays raw. Lone surrogates (undecodable bytes from ``os.fsdecode``)
+    are encoded as the raw bytes they stand for.
     """
     path = _require_absolute(path)
-    return _FILE_SCHEME + quote(path, safe="/", errors="surrogateescape")
+    return _FILE_SCHEME + quote(path, safe=_URI_SAFE, errors="surrogateescape")
 
 
 def uri_to_path(uri: object) -> str:

@@ -170,7 +170,9 @@ def test_copy_requires_recursive_and_copies_links_as_links(conn: RawConn, tmp_pa
     (tmp_path / "toplink").symlink_to(tmp_path / "file")
 
     def copy(a: Path, b: Path, **extra: Any) -> dict[str, Any]:
-        return conn.call("fs/copy", {"sourcePath": a.as_uri(), "destinationPath": b.as_uri(), **extra})
+        return conn.call(
+            "fs/copy", {"sourcePath": a.as_uri(), "destinationPath": b.as_uri(), **extra}
+        )
 
     err = _error(copy(tmp_path / "file", tmp_path / "c0"))
     assert err["code"] == INVALID_PARAMS
@@ -285,9 +287,7 @@ def test_open_handles_are_per_connection(connect: Callable[[], RawConn], tmp_pat
     f.write_bytes(b"abc")
     first = connect()
     session = first.handshake()["sessionId"]
-    assert first.result("fs/open", {"handleId": "keep", "path": f.as_uri()}) == {
-        "handleId": "keep"
-    }
+    assert first.result("fs/open", {"handleId": "keep", "path": f.as_uri()}) == {"handleId": "keep"}
     first.close()
     second = connect()
     assert second.handshake(resumeSessionId=session)["sessionId"] == session

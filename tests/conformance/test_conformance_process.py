@@ -230,12 +230,10 @@ def test_reused_write_id_is_accepted_but_not_delivered(conn: RawConn, tmp_path: 
         for write_id, text in (("w1", "one\n"), ("w1", "dup\n"), ("w2", "two\n")):
             params = {"processId": "cat", "chunk": b64(text), "writeId": write_id}
             assert conn.result("process/write", params) == {"status": "accepted"}
-        assert conn.result(
-            "process/write", {"processId": "cat", "chunk": "", "writeId": "w3"}
-        ) == {"status": "accepted"}
-        conn.wait_notification(
-            "process/output", lambda p: b"two" in unb64(p["chunk"]), timeout=10
-        )
+        assert conn.result("process/write", {"processId": "cat", "chunk": "", "writeId": "w3"}) == {
+            "status": "accepted"
+        }
+        conn.wait_notification("process/output", lambda p: b"two" in unb64(p["chunk"]), timeout=10)
         conn.pump(0.3)
         assert conn.output("cat") == b"one\ntwo\n"
     finally:
@@ -316,9 +314,7 @@ def test_g1_signal_is_method_not_found(g1conn: RawConn) -> None:
 
 
 # item 24
-def test_terminate_kills_process_group_and_reports_running(
-    conn: RawConn, tmp_path: Path
-) -> None:
+def test_terminate_kills_process_group_and_reports_running(conn: RawConn, tmp_path: Path) -> None:
     script = "sleep 300 & echo $!; wait"
     conn.start_process("grp", ["sh", "-c", script], tmp_path.as_uri())
     conn.wait_notification("process/output", lambda p: p["processId"] == "grp")
@@ -537,4 +533,3 @@ def test_closed_process_record_is_retained_about_80s(conn: RawConn, tmp_path: Pa
     # The id can be reused once the record is gone.
     assert conn.start_process("keep", ["true"], tmp_path.as_uri())["processId"] == "keep"
     conn.wait_closed("keep")
-

@@ -213,9 +213,7 @@ def test_disconnect_detaches_and_resume_keeps_session(
     assert b"before" in text and b"detached" in text
     assert read["exited"] is False
     # Notifications resume live; the detached ones are not replayed.
-    second.wait_notification(
-        "process/output", lambda p: b"live" in unb64(p["chunk"]), timeout=10
-    )
+    second.wait_notification("process/output", lambda p: b"live" in unb64(p["chunk"]), timeout=10)
     replayed = second.output("det")
     assert b"detached" not in replayed and b"before" not in replayed
     assert second.result("process/terminate", {"processId": "det"}) == {"running": True}
@@ -305,7 +303,9 @@ def test_resume_of_attached_session_is_rejected(
 
 
 # item 34
-def test_g1_resume_of_attached_session_is_invalid_request(g1conn: RawConn, g1: ServerHandle) -> None:
+def test_g1_resume_of_attached_session_is_invalid_request(
+    g1conn: RawConn, g1: ServerHandle
+) -> None:
     assert g1conn.init_result is not None
     with RawConn(g1.url) as other:
         err = _error(
@@ -321,9 +321,7 @@ def test_g1_resume_of_attached_session_is_invalid_request(g1conn: RawConn, g1: S
 # item 44
 def test_environment_info_and_status_answer(conn: RawConn) -> None:
     info = conn.result("environment/info")
-    assert {"shell", "executorVersion", "cwd", "userHomeDir", "platformOs", "tempDir"} <= set(
-        info
-    )
+    assert {"shell", "executorVersion", "cwd", "userHomeDir", "platformOs", "tempDir"} <= set(info)
     assert info["userHomeDir"].startswith("file://")
     assert isinstance(info["capabilities"], dict)
     assert all(isinstance(v, bool) for v in info["capabilities"].values())

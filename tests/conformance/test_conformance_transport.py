@@ -126,9 +126,10 @@ def test_frame_over_16mib_drops_the_connection(
     ok = connect()
     ok.handshake()
     data = bytes(range(256)) * (12_000_000 // 256)
-    assert ok.result(
-        "fs/writeFile", {"path": target.as_uri(), "dataBase64": b64(data)}, timeout=60
-    ) == {}
+    assert (
+        ok.result("fs/writeFile", {"path": target.as_uri(), "dataBase64": b64(data)}, timeout=60)
+        == {}
+    )
     assert target.stat().st_size == len(data)
     # A single ~18 MB frame (13.5 MB data) exceeds the 16 MiB frame limit.
     bad = connect()

@@ -703,10 +703,12 @@ def test_64mib_interleaved_stdout_and_stderr_are_byte_exact(
 def test_200_concurrent_processes_on_one_backend(backend: LocalProcessBackend) -> None:
     n = 200
     recs = {f"p{i}": Recorder() for i in range(n)}
+    script = 'read x; echo "$0 $x"'
 
     def starter(ids: list[str]) -> None:
         for pid in ids:
-            backend.start(pid, ProcessSpec(["sh", "-c", 'sleep 1; echo "$0"', pid]), recs[pid])
+            spec = ProcessSpec(["sh", "-c", script, pid], pipe_stdin=True)
+            backend.start(pid, spec, recs[pid])
 
     ids = list(recs)
     threads = [threading.Thread(target=starter, args=(ids[i::4],)) for i in range(4)]
@@ -714,13 +716,15 @@ def test_200_concurrent_processes_on_one_backend(backend: LocalProcessBackend) -
         t.start()
     for t in threads:
         t.join()
-    assert backend.running_count() >= n // 2
+    assert backend.running_count() == n  # all alive at once, each waiting for its line
+    for pid in ids:
+        assert backend.write(pid, b"go\n") == "accepted"
     for pid, rec in recs.items():
         rec.wait_closed(60)
-        assert rec.data() == f"{pid}\n".encode()
+        assert rec.data() == f"{pid} go\n".encode()
         assert rec.exit_code() == 0
     assert backend.running_count() == 0
-    assert len([t for t in _io_threads() if t.name.startswith("execsdk-local-io-")]) >= 1
+    assert {t.name for t in _io_threads()} & {n for r in recs.values() for n in r.threads}
 
 
 @pytest.mark.timeout(60)
