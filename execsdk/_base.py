@@ -302,7 +302,10 @@ class Environment:
                         if data is not None and staged is None:
                             proc._feed(data, deadline)
                         out, err = proc.communicate(timeout=deadline.left())
-                    except _errors.TimeoutExpired:
+                    except (_errors.TimeoutExpired, _errors.RequestTimeout):
+                        # A write cut short by the run's deadline is the run timing out too.
+                        if not deadline.expired():
+                            raise
                         out, err = self._kill_and_collect(proc)
                         raise _errors.TimeoutExpired(
                             args,

@@ -45,6 +45,11 @@ MAX_HANDLES = 128
 """Open block handles per backend (per connection on the server)."""
 MAX_HANDLE_ID_BYTES = 32
 
+WALK_MAX_DEPTH = 64
+WALK_MAX_DIRECTORIES = 10_000
+WALK_MAX_ENTRIES = 50_000
+"""``fs/walk`` refuses larger limits (codex 0.169: "filesystem walk limits exceed maximums")."""
+
 _FEATURES = frozenset({"canonicalize", "walk", "blocks"})
 
 
@@ -266,7 +271,11 @@ class LocalFsBackend:
     def copy(
         self, source: str, destination: str, *, recursive: bool, timeout: Timeoutish = UNSET
     ) -> None:
-        """``fs/copy``: links are copied as links; directories need ``recursive``."""
+        """``fs/copy``: links are copied as links; directories need ``recursive``.
+
+        A directory copy creates missing parents and merges into an existing directory: files
+        are replaced, a link or directory that meets an existing entry of another kind fails.
+        """
         method = "fs/copy"
         src = _normalize(source, method)
         dst = _normalize(destination, method)
@@ -290,9 +299,9 @@ class LocalFsBackend:
                     method=method,
                 )
             with _mapped(method, dst):
-                # codex creates missing parents of a directory copy, but not the target itself.
-                os.makedirs(posixpath.dirname(dst), exist_ok=True)
-                os.mkdir(dst)
+                # As codex: missing parents are created and an existing directory is merged into
+                # (files replaced, an existing link or file where a link/directory goes fails).
+                os.makedirs(dst, exist_ok=True)
                 _copy_tree_contents(src, dst)
             return
         if not stat.S_ISREG(st.st_mode):
@@ -332,7 +341,8 @@ class LocalFsBackend:
         the root have depth 0; directories deeper than ``max_depth`` are listed but not read.
         Every directory entry examined counts toward ``max_entries`` (reported or not); every
         directory read, the root included, counts toward ``max_directories``. Hitting either
-        limit sets ``truncated``. A root that is not a directory gives no entries.
+        limit sets ``truncated``. A root that is not a directory gives no entries. Limits must be
+        positive (depth may be 0) and at most depth 64, 10,000 directories, 50,000 entries.
         """
         method = "fs/walk"
         root = _normalize(path, method)
@@ -346,6 +356,18 @@ class LocalFsBackend:
         if max_directories == 0 or max_entries == 0:
             raise errors.InvalidRequest(
                 -32600, "filesystem walk limits must be greater than zero", method=method
+            )
+        if (
+            max_depth > WALK_MAX_DEPTH
+            or max_directories > WALK_MAX_DIRECTORIES
+            or max_entries > WALK_MAX_ENTRIES
+        ):
+            raise errors.InvalidRequest(
+                -32600,
+                "filesystem walk limits exceed maximums: "
+                f"depth={WALK_MAX_DEPTH}, directories={WALK_MAX_DIRECTORIES}, "
+                f"entries={WALK_MAX_ENTRIES}",
+                method=method,
             )
         with _mapped(method, root):
             lst = os.lstat(root)
@@ -543,10 +565,10 @@ def _copy_file(src: str, dst: str) -> None:
 
 
 def _copy_tree_contents(src: str, dst: str) -> None:
-    """Copy the children of ``src`` into the existing directory ``dst``.
+    """Copy the children of ``src`` into the existing directory ``dst``, merging.
 
-    Links are recreated as links, directories recursively, regular files by content; special
-    files (FIFOs, sockets, devices) are skipped, as codex does.
+    Links are recreated as links, directories recursively, regular files by content (replacing
+    existing files); special files (FIFOs, sockets, devices) are skipped, as codex does.
     """
     with os.scandir(src) as it:
         children = list(it)
@@ -555,7 +577,7 @@ def _copy_tree_contents(src: str, dst: str) -> None:
         if entry.is_symlink():
             os.symlink(os.readlink(entry.path), target)
         elif entry.is_dir(follow_symlinks=False):
-            os.mkdir(target)
+            os.makedirs(target, exist_ok=True)
             _copy_tree_contents(entry.path, target)
         elif entry.is_file(follow_symlinks=False):
             _copy_file(entry.path, target)

@@ -14,6 +14,10 @@ waiter thread per process (``execsdk-local-wait-<n>``) does the blocking wait in
 process's leader is left a zombie (its status read with ``WNOWAIT``) until the process is
 closed, so its process group id cannot be reused while we may still signal it.
 
+Differences a caller may notice: ``interrupt`` sends SIGINT to the whole process group (codex
+signals the process); ``write`` never blocks, so bytes a child does not read queue up in memory;
+argv[0] is looked up on the child's PATH (``os.defpath`` when it has none: like codex, never on
+this process's PATH).
 Every open process costs up to four file descriptors (stdout, stderr, stdin, pidfd); raise
 ``RLIMIT_NOFILE`` for thousands of concurrent processes.
 """
@@ -146,7 +150,7 @@ def build_child_env(
 
 
 def _child_setup(tty: bool, default_sigint: bool) -> Callable[[], None] | None:
-    """A ``preexec_fn`` when one is needed (it costs vfork), else None."""
+    """A ``preexec_fn`` when one is needed (it rules out vfork, so only then), else None."""
     if not tty and not default_sigint:
         return None
 
@@ -170,8 +174,11 @@ def _exit_code(info: os.waitid_result) -> int:
 
 
 class _Proc:
-    """State of one process. ``lock`` guards everything another thread may read or change;
-    fds are opened by ``start`` and afterwards touched (and closed) only by the I/O thread."""
+    """State of one process.
+
+    Thread-safety: ``lock`` guards everything another thread may read or change; the fds are
+    opened by ``start`` and afterwards used and closed only by the I/O thread.
+    """
 
     def __init__(self, process_id: str, events: ProcessEvents, spec: ProcessSpec) -> None:
         self.id = process_id
@@ -227,7 +234,7 @@ _Kind = Literal["out", "stdin", "pidfd", "wake"]
 
 
 class _Watch:
-    """Selector payload: which process and role a registered fd has."""
+    """Selector payload: which process and role a registered fd has. Thread-safety: immutable."""
 
     __slots__ = ("kind", "proc", "stream")
 

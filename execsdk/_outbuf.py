@@ -10,7 +10,9 @@ Consumed bytes are freed; the spill file is truncated whenever it has been read 
 from __future__ import annotations
 
 import collections
+import logging
 import struct
+import sys
 import tempfile
 import weakref
 from typing import IO
@@ -18,6 +20,8 @@ from typing import IO
 from execsdk.environment import OutputChunk, Stream
 
 __all__ = ["OutputBuffer"]
+
+log = logging.getLogger(__name__)
 
 # seq, stream code, length of the data that follows.
 _HEADER = struct.Struct("<QBI")
@@ -77,12 +81,23 @@ class OutputBuffer:
             self._memory.append(chunk)
             self._memory_bytes += size
             return
+        try:
+            self._spill(chunk)
+        except OSError as exc:
+            # Disk full or unwritable: losing output is worse than using RAM.
+            log.error("output spill file failed (%s); keeping all output in memory", exc)
+            self._unspill()
+            self._memory.append(chunk)
+            self._memory_bytes += size
+
+    def _spill(self, chunk: OutputChunk) -> None:
         if self._file is None:
             # Lives as long as the buffer: clear() closes it, or the finalizer when the buffer
             # is collected (an abandoned process must not warn about an unclosed file).
             self._file = tempfile.TemporaryFile(prefix="execsdk-output-", buffering=0)  # noqa: SIM115
             weakref.finalize(self, self._file.close)
         f = self._file
+        size = len(chunk.data)
         f.seek(self._write_pos)
         header = _HEADER.pack(chunk.seq, _STREAM_CODES[chunk.stream], size)
         _write_all(f, header + chunk.data if size < 65536 else header)
@@ -91,6 +106,17 @@ class OutputBuffer:
         self._write_pos += _HEADER.size + size
         self._spilled_chunks += 1
         self.spilled_total += size
+
+    def _unspill(self) -> None:
+        """Move everything from the spill file into memory and stop spilling."""
+        self._budget = sys.maxsize
+        while self._spilled_chunks:
+            chunk = self._read_spilled()
+            self._memory.append(chunk)
+            self._memory_bytes += len(chunk.data)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     # ------------------------------------------------------------------ reading
 

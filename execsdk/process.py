@@ -23,6 +23,7 @@ import codecs
 import functools
 import io
 import logging
+import os
 import secrets
 import threading
 import time
@@ -45,7 +46,8 @@ DEFAULT_OUTPUT_BUDGET = 64 * 2**20
 WRITE_PIECE = 1 << 20
 """Largest single ``backend.write``; bigger inputs are sent in pieces of this size."""
 
-ProcessArgs = str | Sequence[str]
+ProcessArgs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+"""An argv list, or one string (a command line with ``shell=True``)."""
 OnOutput = Callable[[OutputChunk], object]
 OnExit = Callable[[int], object]
 
@@ -143,7 +145,7 @@ class Process:
             self._started = True
         try:
             self._backend.start(
-                self.id, self.spec, self, timeout=resolve_timeout(timeout, self._timeout)
+                self.id, self.spec, events=self, timeout=resolve_timeout(timeout, self._timeout)
             )
         except BaseException:
             self._release()
@@ -262,10 +264,12 @@ class Process:
             log.warning("process %s closed without a known exit code", self.id)
         if self._on_exit is not None and self._returncode is not None:
             self._submit(functools.partial(self._on_exit, self._returncode))
-        if self._on_output is not None or self._on_exit is not None:
-            # Nobody may ever wait on a callback-driven process: release it from the
-            # dispatcher (never from the backend's I/O thread, which is where we are).
-            self._submit(self._release)
+        if self._dispatcher is not None:
+            # Nothing follows "closed", so the backend may forget us now (it would otherwise
+            # keep this object and its buffered output alive for its retention period). Done
+            # on the dispatcher: never call the backend from its own I/O thread. A closed
+            # dispatcher (environment closing) is fine: the consumer or __exit__ releases.
+            self._dispatcher.submit(self._release, critical=True)
 
     def _submit(self, fn: Callable[[], object]) -> None:
         assert self._dispatcher is not None
@@ -434,7 +438,8 @@ class Process:
 
         ``timeout`` (unset/``None`` = no limit) bounds the whole iteration; on expiry
         ``errors.TimeoutExpired`` is raised and unread output stays available. Consumes the
-        chunks: other consumers (``communicate``, ``iter_lines``) will not see them.
+        chunks: other consumers (``communicate``, ``iter_lines``) will not see them. A process
+        spawned with ``on_output`` keeps no chunks: this then only waits for the end.
         """
         limit = resolve_timeout(timeout, None)
         deadline = Deadline(limit)

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -197,15 +198,20 @@ def _spawn(
     line = b""
     with contextlib.suppress(queue.Empty):
         line = first.get(timeout=timeout)
-    url = line.decode("utf-8", "replace").strip()
-    if not url.startswith(("ws://", "wss://")):
+    text = line.decode("utf-8", "replace").strip()
+    found = re.search(r"wss?://\S+", text)
+    url = found.group(0) if found else text
+    if found is None:
         _kill_group(popen, 2)
         err = b""
         with contextlib.suppress(Exception):
             err = popen.stderr.read()
+        for pipe in (popen.stdout, popen.stderr):
+            with contextlib.suppress(OSError):
+                pipe.close()
         raise RuntimeError(
             f"{name} did not print its URL within {timeout}s (argv={list(argv)!r}, "
-            f"exit={popen.returncode}, first stdout line={url!r}); "
+            f"exit={popen.returncode}, first stdout line={text!r}); "
             f"stderr:\n{err.decode('utf-8', 'replace')}"
         )
     reader.join(timeout=1)
@@ -390,6 +396,10 @@ class RawConn:
     def notifications(self) -> list[dict[str, Any]]:
         """Notifications stashed so far (the list itself, in arrival order)."""
         return self._notifications
+
+    def stashed(self) -> list[dict[str, Any]]:
+        """Every message received but not yet claimed: notifications and stray replies."""
+        return [*self._notifications, *self._replies.values()]
 
     def pump(self, duration: float) -> None:
         """Read for `duration` seconds, stashing everything that arrives."""

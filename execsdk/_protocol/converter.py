@@ -100,9 +100,8 @@ def wire_name(name: str) -> str:
 
 
 def _require_absolute(path: object) -> str:
-    if path.__class__ is not str:
+    if not isinstance(path, str):
         raise TypeError(f"expected a path string, got {_json_type(path)}")
-    assert isinstance(path, str)
     if not path.startswith("/"):
         raise ValueError(f"path must be absolute: {path!r}")
     return path
@@ -121,9 +120,8 @@ def path_to_uri(path: str) -> str:
 
 def uri_to_path(uri: object) -> str:
     """Decode a ``file://`` URI, percent-encoded (as codex sends it) or raw, to a POSIX path."""
-    if uri.__class__ is not str:
+    if not isinstance(uri, str):
         raise TypeError(f"expected a file:// URI string, got {_json_type(uri)}")
-    assert isinstance(uri, str)
     if not uri.startswith(_FILE_SCHEME):
         raise ValueError(f"expected a file:// URI, got {uri!r}")
     rest = uri[len(_FILE_SCHEME) :]

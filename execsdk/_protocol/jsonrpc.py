@@ -178,10 +178,9 @@ def decode_message(text: str | bytes) -> Message:
         obj = loads(text)
     except ValueError as exc:
         raise ProtocolError(f"invalid JSON ({exc})", payload=_preview(text)) from None
-    if obj.__class__ is not dict:
+    if not isinstance(obj, dict):
         what = "batch messages are not supported" if isinstance(obj, list) else "not an object"
         raise ProtocolError(f"invalid JSON-RPC message: {what}", payload=_preview(text))
-    assert isinstance(obj, dict)
     method = obj.get("method")
     if method is not None:
         if method.__class__ is not str:

@@ -270,11 +270,11 @@ def test_tty_is_24x80_and_streams_pty_only(conn: RawConn, tmp_path: Path) -> Non
     )
     events = conn.wait_closed("tty")
     streams = {e["params"]["stream"] for e in events if e["method"] == "process/output"}
-    assert streams == {"pty"}
+    assert streams == {"pty"}, events
     out = conn.output("tty")
-    assert out.startswith(b"24 80\r\n")
-    assert b"to-stderr\r\n" in out
-    assert conn.exit_code("tty") == 0
+    assert out.startswith(b"24 80\r\n"), events
+    assert b"to-stderr\r\n" in out, events
+    assert conn.exit_code("tty") == 0, events
 
 
 # item 22

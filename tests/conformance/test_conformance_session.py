@@ -111,7 +111,7 @@ def test_unknown_notification_closes_connection_silently(raw: RawConn) -> None:
     raw.handshake()
     raw.notify("no/such/notification", {})
     assert raw.closed(5)
-    assert raw.notifications() == []
+    assert raw.stashed() == []
 
 
 # item 9
@@ -126,13 +126,14 @@ def test_client_response_object_closes_connection_silently(
     raw.handshake()
     raw.send(response)
     assert raw.closed(5)
-    assert raw.notifications() == []
+    assert raw.stashed() == []
 
 
 # item 10
 def test_initialized_before_initialize_closes_connection(raw: RawConn) -> None:
     raw.notify("initialized", {})
     assert raw.closed(5)
+    assert raw.stashed() == []
 
 
 # item 11

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from execsdk import errors
@@ -91,7 +91,7 @@ class Recorder:
 def _alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting for its reaper counts as dead)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -307,6 +307,22 @@ def test_argv0_is_looked_up_on_the_child_path(backend: LocalProcessBackend, tmp_
     assert rec.data() == b"found-on-child-path\n"
     with pytest.raises(FileNotFoundError):
         backend.start("q", ProcessSpec(["execsdk-test-tool"]), Recorder())
+
+
+@pytest.mark.timeout(30)
+def test_argv0_is_not_looked_up_on_this_process_path(tmp_path: Path) -> None:
+    tool = tmp_path / "execsdk-test-tool"
+    tool.write_text("#!/bin/sh\necho inherited-path\n")
+    tool.chmod(0o755)
+    b = LocalProcessBackend(base_env={"PATH": str(tmp_path)})
+    try:
+        with pytest.raises(FileNotFoundError):  # the child's env has no PATH at all
+            b.start("none", ProcessSpec(["execsdk-test-tool"], env_policy=None), Recorder())
+        rec = run(b, ["execsdk-test-tool"], pid="all")  # inherits PATH from base_env
+        assert rec.data() == b"inherited-path\n"
+        assert run(b, ["true"], pid="defpath", env_policy=None).exit_code() == 0
+    finally:
+        b.close()
 
 
 @pytest.mark.timeout(30)
@@ -724,7 +740,8 @@ def test_200_concurrent_processes_on_one_backend(backend: LocalProcessBackend) -
         assert rec.data() == f"{pid} go\n".encode()
         assert rec.exit_code() == 0
     assert backend.running_count() == 0
-    assert {t.name for t in _io_threads()} & {n for r in recs.values() for n in r.threads}
+    callers = set().union(*(rec.threads for rec in recs.values()))
+    assert len(callers) == 1 and callers.pop().startswith("execsdk-local-io-")  # one I/O thread
 
 
 @pytest.mark.timeout(60)
@@ -752,6 +769,46 @@ def test_close_kills_everything_and_leaves_no_zombie() -> None:
     assert not [t for t in _io_threads() if t.is_alive()]
     with pytest.raises(errors.ConnectionClosed):
         b.start("late", ProcessSpec(["true"]), Recorder())
+
+
+@pytest.mark.timeout(30)
+def test_close_from_inside_a_receiver_does_not_deadlock() -> None:
+    b = LocalProcessBackend()
+
+    class Closer(Recorder):
+        def on_exited(self, seq: int, exit_code: int) -> None:
+            super().on_exited(seq, exit_code)
+            b.close()
+
+    rec = Closer()
+    b.start("c", ProcessSpec(["true"]), rec)
+    rec.wait_for(lambda: rec.exit_code() == 0)
+    b.close()  # joins the I/O thread the receiver asked to stop
+    assert not [t for t in _io_threads() if t.is_alive()]
+
+
+@pytest.mark.timeout(30)
+def test_close_reports_lost_when_an_escaped_child_holds_the_output() -> None:
+    b = LocalProcessBackend()
+    rec = Recorder()
+    # setsid puts the sleeper in a session of its own, out of reach of the group kill.
+    b.start("esc", ProcessSpec(["sh", "-c", "setsid sleep 100 & echo $!; exit 0"]), rec)
+    escaped = 0
+    try:
+        rec.wait_for(lambda: b"\n" in rec.data() and rec.exit_code() is not None)
+        escaped = int(rec.data().decode())
+        deadline = time.monotonic() + 5
+        while os.getsid(escaped) != escaped and time.monotonic() < deadline:
+            time.sleep(0.01)  # setsid runs in the background job: wait until it did
+        t0 = time.monotonic()
+        b.close(timeout=0.5)
+        assert time.monotonic() - t0 < 3
+        assert isinstance(rec.lost, errors.ConnectionClosed)
+        assert not rec.closed
+    finally:
+        if escaped:
+            os.kill(escaped, signal.SIGKILL)
+        b.close()
 
 
 # --------------------------------------------------------------------------- throughput

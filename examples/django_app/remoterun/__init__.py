@@ -1,0 +1,1 @@
+"""The ``remoterun`` Django app: a streaming view and the ``runremote`` management command."""

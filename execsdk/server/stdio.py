@@ -1,0 +1,77 @@
+"""The stdio transport of ``execsdk serve``: one session over stdin/stdout.
+
+Newline-delimited JSON, one message per line, as ``codex exec-server --listen stdio``
+(PROTOCOL.md §1.2). Blank lines are skipped. The session ends with stdin: when the parent
+closes it (or dies), every process of the session is killed before this returns, so no child
+outlives its client. Nothing but protocol messages is ever written to stdout.
+
+Standard library only (no websockets): this is what the embedded default environment spawns.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import BinaryIO
+
+from execsdk.server.dispatch import SERVING, Connection
+from execsdk.server.session import DEFAULT_SESSION_GRACE, Outbox, SessionRegistry
+
+__all__ = ["serve_stdio"]
+
+log = logging.getLogger(__name__)
+
+PARSE_ERROR_PREFIX = "failed to parse JSON-RPC message from exec-server stdio"
+
+
+def serve_stdio(
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+    *,
+    stop: threading.Event | None = None,
+    session_grace: float = DEFAULT_SESSION_GRACE,
+    close_timeout: float = 5.0,
+) -> None:
+    """Serve one connection on ``stdin``/``stdout`` (default: the process's) until EOF.
+
+    ``stop`` is set here when serving ends (a signal handler that interrupts the read checks it,
+    so it never interrupts the cleanup); set by someone else, serving ends before the next
+    message. On return every process of the session has been killed and the output is flushed.
+    """
+    source = stdin if stdin is not None else sys.stdin.buffer
+    sink = stdout if stdout is not None else sys.stdout.buffer
+    write_lock = threading.Lock()
+
+    def send(text: str) -> None:
+        data = text.encode("utf-8") + b"\n"
+        with write_lock:
+            sink.write(data)
+            sink.flush()
+
+    registry = SessionRegistry(grace=session_grace)
+    outbox = Outbox(send, name="execsdk-serve-writer-stdio")
+    conn = Connection(registry, outbox, parse_error_prefix=PARSE_ERROR_PREFIX, name="stdio")
+    SERVING.active = True
+    try:
+        while stop is None or not stop.is_set():
+            try:
+                line = source.readline()
+            except (OSError, ValueError) as exc:  # closed underneath us (shutdown)
+                log.debug("stdin read failed: %s", exc)
+                break
+            if not line:
+                break
+            if not line.strip():
+                continue
+            if not conn.handle(line.rstrip(b"\r\n")):
+                break
+    finally:
+        if stop is not None:
+            stop.set()
+        SERVING.active = False
+        log.info("stdin closed; ending the session and killing its processes")
+        # The connection's answers still queued go out first; then the processes die.
+        conn.connection_lost(drain=True)
+        registry.close(close_timeout)
+        outbox.close(drain=True, timeout=close_timeout)

@@ -1,0 +1,221 @@
+"""The WebSocket transport of ``execsdk serve``: websockets' threaded sync server.
+
+HTTP behaviour follows codex 0.169 (PROTOCOL.md §1): a request carrying an ``Origin`` header is
+refused with 403 (browsers must not reach the server); ``GET /readyz`` answers 200; a plain
+``GET /`` gets 400; other paths 404. With a capability token configured the upgrade needs
+``Authorization: Bearer <token>`` (401 otherwise, compared in constant time). Messages up to
+64 MiB are accepted, in frames of up to 16 MiB; the server pings every 30 s.
+
+Every connection runs on a websockets handler thread (renamed ``execsdk-serve-conn-<n>``) that
+feeds :class:`~execsdk.server.dispatch.Connection`; replies leave through the connection's
+:class:`~execsdk.server.session.Outbox` writer thread.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http
+import itertools
+import logging
+import threading
+from typing import Any
+
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.sync.server import Server, ServerConnection, serve
+
+from execsdk.server.dispatch import SERVING, Connection
+from execsdk.server.session import DEFAULT_SESSION_GRACE, Outbox, SessionRegistry
+
+__all__ = ["MAX_FRAME_SIZE", "MAX_MESSAGE_SIZE", "WsServer"]
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+MAX_FRAME_SIZE = 16 * 1024 * 1024
+PING_INTERVAL = 30.0
+PING_TIMEOUT = 60.0
+_conn_ids = itertools.count(1)
+
+
+def _plain(status: int, body: str = "") -> Response:
+    headers = Headers()
+    if body:
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+    headers["Content-Length"] = str(len(body.encode()))
+    phrase = http.HTTPStatus(status).phrase
+    return Response(status, phrase, headers, body.encode())
+
+
+def _peer(address: Any) -> str:
+    try:
+        host, port = address[0], address[1]
+    except (TypeError, IndexError):
+        return str(address)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+class WsServer:
+    """``execsdk serve`` on a WebSocket port.
+
+    The socket is bound by the constructor (``port=0`` picks a free one; see :attr:`url`);
+    :meth:`start` serves from a background thread, :meth:`shutdown` ends everything.
+
+    Thread-safety: :meth:`start` once from any thread; :meth:`shutdown` from any thread except
+    the server's own handler and worker threads (it would wait for itself).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | None = None,
+        session_grace: float = DEFAULT_SESSION_GRACE,
+        registry: SessionRegistry | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self._token = token.encode() if token is not None else None
+        self.registry = registry if registry is not None else SessionRegistry(grace=session_grace)
+        self._workers = workers
+        self._lock = threading.Lock()
+        self._shut_down = False
+        self._thread: threading.Thread | None = None
+        self._server: Server = serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            compression=None,
+            server_header=None,
+            max_size=(MAX_MESSAGE_SIZE, MAX_FRAME_SIZE),
+            ping_interval=PING_INTERVAL,
+            ping_timeout=PING_TIMEOUT,
+            close_timeout=2.0,
+        )
+        sockname = self._server.socket.getsockname()
+        self.host: str = sockname[0]
+        self.port: int = sockname[1]
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` of the bound socket."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    # -- HTTP stage --------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        headers = request.headers
+        if "Origin" in headers:
+            log.info("refused a request with an Origin header (%s)", headers.get("Origin"))
+            return _plain(403)
+        path = request.path.split("?", 1)[0]
+        if path == "/readyz":
+            return _plain(200)
+        if path != "/":
+            return _plain(404)
+        connection_tokens = [
+            t.strip().lower() for v in headers.get_all("Connection") for t in v.split(",")
+        ]
+        if "upgrade" not in connection_tokens:
+            return _plain(400, "Connection header did not include 'upgrade'")
+        if self._token is not None:
+            auth = headers.get("Authorization")
+            if auth is None:
+                return _plain(401, "missing websocket bearer token")
+            scheme, _, credential = auth.strip().partition(" ")
+            if scheme.lower() != "bearer":
+                return _plain(401, "invalid authorization header")
+            if not hmac.compare_digest(credential.strip().encode(), self._token):
+                return _plain(401, "invalid websocket bearer token")
+        return None
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _handle(self, ws: ServerConnection) -> None:
+        number = next(_conn_ids)
+        threading.current_thread().name = f"execsdk-serve-conn-{number}"
+        SERVING.active = True
+        peer = _peer(ws.remote_address)
+        log.info("conn %d: connected from %s", number, peer)
+
+        def overflow() -> None:
+            ws.close(1008, "client does not read its messages")
+
+        outbox = Outbox(ws.send, name=f"execsdk-serve-writer-{number}", on_overflow=overflow)
+        extra: dict[str, Any] = {} if self._workers is None else {"workers": self._workers}
+        conn = Connection(
+            self.registry,
+            outbox,
+            parse_error_prefix=(
+                f"failed to parse websocket JSON-RPC message from exec-server websocket {peer}"
+            ),
+            name=str(number),
+            **extra,
+        )
+        try:
+            while True:
+                message = ws.recv()
+                if not conn.handle(message):
+                    break
+        except ConnectionClosed as exc:
+            log.debug("conn %d: closed (%s)", number, exc)
+        except Exception:
+            log.exception("conn %d: receive loop failed", number)
+        finally:
+            conn.connection_lost()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Accept connections on a background thread (``execsdk-serve-accept``)."""
+        with self._lock:
+            if self._thread is not None or self._shut_down:
+                return
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name="execsdk-serve-accept", daemon=True
+            )
+            self._thread.start()
+        log.info("listening on %s", self.url)
+
+    def serve_forever(self) -> None:
+        """Accept connections on this thread until :meth:`shutdown` (from another thread)."""
+        self._server.serve_forever()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every connection, kill every session's processes. Idempotent.
+
+        Waits at most about ``timeout`` seconds for connection threads, then the same again
+        for the processes to die.
+
+        Raises:
+            RuntimeError: called from one of this server's handler or worker threads.
+        """
+        if getattr(SERVING, "active", False):
+            raise RuntimeError(
+                "WsServer.shutdown() cannot run on a connection handler or request worker "
+                "thread (it waits for them); call it from another thread"
+            )
+        with self._lock:
+            first = not self._shut_down
+            self._shut_down = True
+        if first:
+            closer = threading.Thread(
+                target=self._server.shutdown, name="execsdk-serve-shutdown", daemon=True
+            )
+            closer.start()
+            closer.join(timeout)
+            if closer.is_alive():
+                log.warning("connections still open %.1fs after shutdown began", timeout)
+            self.registry.close(timeout)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def __enter__(self) -> WsServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
