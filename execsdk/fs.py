@@ -275,12 +275,15 @@ class Fs:
         """
         p = self.abspath(path)
         dl = _deadline(timeout)
-        if "blocks" in self.features:
-            meta = self._backend.get_metadata(p, timeout=_step(dl))
-            if meta.is_directory:
-                raise _is_dir_error(p)
-            if meta.size is not None and meta.size > WHOLE_FILE_LIMIT:
-                return b"".join(self._read_chunks(p, dl))
+        # Look first: the size picks the method, and a G1 server asked to read a FIFO would
+        # block on it forever (and with it every later request on the connection).
+        meta = self._backend.get_metadata(p, timeout=_step(dl))
+        if meta.is_directory:
+            raise _is_dir_error(p)
+        if not meta.is_file:
+            raise _not_regular(p)
+        if "blocks" in self.features and meta.size is not None and meta.size > WHOLE_FILE_LIMIT:
+            return b"".join(self._read_chunks(p, dl))
         try:
             return self._backend.read_file(p, timeout=_step(dl))
         except errors.InvalidRequest as exc:

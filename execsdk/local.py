@@ -46,12 +46,12 @@ class LocalEnvironment(Environment):
     ) -> None:
         cwd = os.path.abspath(cwd or os.getcwd())
         self._process_backend = LocalProcessBackend(default_cwd=cwd, retain_after_close=30.0)
-        self._fs_backend = LocalFsBackend()
+        self._local_fs = LocalFsBackend()
         self._dispatcher = CallbackDispatcher()
         self._closed = False
         super().__init__(
             processes=self._process_backend,
-            fs_backend=self._fs_backend,
+            fs_backend=self._local_fs,
             info=_local_info(cwd),
             dispatcher=self._dispatcher,
             timeout=timeout,
@@ -64,7 +64,7 @@ class LocalEnvironment(Environment):
             return
         self._closed = True
         self._process_backend.close()
-        self._fs_backend.close()
+        self._local_fs.close()
         self._dispatcher.close()
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ class ServerPool:
     def get(self, kind: str) -> ServerHandle:
         with self._lock:
             handle = self._servers.get(kind)
-            if handle is None or not handle.alive:
+            if handle is None or not handle.alive():
                 handle = start_kind(kind)
                 self._servers[kind] = handle
             return handle

@@ -92,7 +92,7 @@ class WsServer:
             max_size=(MAX_MESSAGE_SIZE, MAX_FRAME_SIZE),
             ping_interval=PING_INTERVAL,
             ping_timeout=PING_TIMEOUT,
-            close_timeout=2.0,
+            close_timeout=1.0,
         )
         sockname = self._server.socket.getsockname()
         self.host: str = sockname[0]

@@ -161,8 +161,15 @@ def test_read_below_a_file_raises_not_a_directory(fs: Fs, base: str) -> None:
 
 def test_read_special_file_raises_os_error(env: Environment, fs: Fs, base: str) -> None:
     sh(env, "mkfifo", f"{base}/fifo")
-    with pytest.raises(OSError):
-        fs.read_bytes(f"{base}/fifo")
+    with pytest.raises(OSError) as info:
+        fs.read_bytes(f"{base}/fifo", timeout=20)
+    assert not isinstance(info.value, TimeoutError)
+    with pytest.raises(OSError) as info:
+        fs.open(f"{base}/fifo", "rb", timeout=20)
+    assert not isinstance(info.value, TimeoutError)
+    with pytest.raises(OSError) as info:
+        fs.download(f"{base}/fifo", "/nonexistent-dir/never-written", timeout=20)
+    assert not isinstance(info.value, TimeoutError)
 
 
 def test_write_into_missing_parent_raises_file_not_found(fs: Fs, base: str) -> None:
