@@ -292,7 +292,8 @@ class LocalFsBackend:
                     "fs/copy requires recursive: true when sourcePath is a directory",
                     method=method,
                 )
-            if dst == src or dst.startswith(src.rstrip("/") + "/"):
+            if _inside(dst, src) or _inside(os.path.realpath(dst), os.path.realpath(src)):
+                # The second test (through links) goes beyond codex: it would recurse forever.
                 raise errors.InvalidRequest(
                     -32600,
                     "fs/copy cannot copy a directory to itself or one of its descendants",
@@ -549,6 +550,11 @@ class LocalFsBackend:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _inside(path: str, top: str) -> bool:
+    """True when ``path`` is ``top`` or below it (textually)."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def _write_all(fd: int, view: memoryview) -> None:

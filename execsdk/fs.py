@@ -4,14 +4,16 @@ One API on every environment, in pathlib/shutil words, over an :class:`~execsdk.
 FsBackend` (the local disk, or ``fs/*`` calls on an exec-server). What the protocol lacks is
 built here, with the generation's tools:
 
-- **Large files.** One ``fs/writeFile`` message carries at most ~45 MiB of data (64 MiB
-  WebSocket message limit with base64); ``fs/readFile`` refuses files over 512 MiB. Where the
-  server offers block handles (``"blocks"`` in :attr:`Fs.features`: local, G2), big reads and
-  writes go through ``fs/open`` + 1 MiB ``fs/readBlock``/``fs/writeBlock``. On G1 servers
-  (codex 0.123) big writes are split in 16 MiB parts: the first is written in place, each
-  next one is staged as ``<dst>.execsdk-part-N`` and appended by ``cat`` in a short process,
-  which removes it. Big or streamed reads on G1 run ``dd`` for one 8 MiB window at a time
-  and collect its output. Memory stays bounded either way.
+- **Any size, bounded memory.** One ``fs/writeFile`` message may carry at most ~45 MiB of data
+  (64 MiB WebSocket messages, base64) and ``fs/readFile`` refuses files over 512 MiB; each big
+  message also costs the client several times its size in memory. So files up to 1 MiB move in
+  one call, bigger ones in pieces. Where the server offers block handles (``"blocks"`` in
+  :attr:`Fs.features`: local, G2) they go through ``fs/open`` and 1 MiB ``fs/readBlock`` /
+  ``fs/writeBlock`` calls, a few in flight at once. On G1 servers (codex 0.123) writes go in
+  2 MiB parts: the first is written in place, the next ones are staged as
+  ``<dst>.execsdk-part-N`` and appended by ``cat`` in a short helper process, 16 at a time.
+  Streamed reads on G1 run ``dd`` for one 8 MiB window at a time; ``read_bytes`` there asks for
+  the whole file at once (``dd`` windows only beyond the 512 MiB cap).
 - **Walk, canonicalize, move.** ``walk`` uses the server's ``fs/walk`` when offered, else lists
   directories one by one. ``canonicalize`` falls back to ``realpath`` in a process on G1.
   ``move`` has no protocol method: it runs ``mv -- src dst``, or copies then removes when no
@@ -57,7 +59,6 @@ from execsdk.environment import DirEntry, EnvironmentInfo, FileInfo, FileMetadat
 
 __all__ = [
     "BLOCK_SIZE",
-    "WHOLE_FILE_LIMIT",
     "Fs",
     "PathArg",
     "Progress",
@@ -70,22 +71,22 @@ log = logging.getLogger(__name__)
 _MiB = 1024 * 1024
 BLOCK_SIZE = _MiB
 """Bytes per ``fs/readBlock`` / ``fs/writeBlock`` call (the protocol maximum)."""
-WHOLE_FILE_LIMIT = 45 * _MiB
-"""Largest payload moved in a single ``fs/readFile`` / ``fs/writeFile`` message."""
-READ_FILE_CAP = 512 * _MiB
-"""``fs/readFile`` refuses bigger files."""
-_G1_PART = 16 * _MiB
-"""G1 writes: size of each part written with ``fs/writeFile`` (first in place, then appended)."""
+_ONE_CALL = _MiB
+"""Files up to this size move in one ``fs/readFile``/``fs/writeFile``; bigger ones in blocks.
+(Measured: pipelined 1 MiB blocks beat one big message, and hold far less memory.)"""
+_G1_PART = 2 * _MiB
+"""G1 writes: bytes per ``fs/writeFile`` part (the first lands in place)."""
+_G1_JOIN = 16
+"""G1 writes: staged parts appended per helper process (so at most 32 MiB staged on disk)."""
 _G1_WINDOW = 8 * _MiB
 """G1 streamed reads: bytes fetched per ``dd`` process."""
-_POOL_FILE = _MiB
-"""Tree transfers: files up to this size move in one call each, several at a time."""
-_ONE_CALL_FILE = 8 * _MiB
-"""Single transfers: files up to this size move in one call."""
+_POOL_FILE = 256 * 1024
+"""Tree transfers: files up to this size go several at a time, one call each."""
 _WORKERS = 8
 """Threads (and so calls in flight) for tree transfers."""
-_DEPTH = 4
-"""Block calls kept in flight while streaming one big file (hides round-trip latency)."""
+_READ_DEPTH = 4
+_WRITE_DEPTH = 2
+"""Block calls kept in flight while streaming one file (hides round-trip latency)."""
 _WALK_LIMITS = (64, 10_000, 50_000)
 """fs/walk maximums (depth, directories, entries) that codex 0.169 accepts."""
 _CLIENT_WALK_MAX_DEPTH = 40
@@ -199,6 +200,11 @@ class Fs:
         return self._backend.features
 
     @property
+    def _one_call_write(self) -> int:
+        """Largest write sent as one ``fs/writeFile`` (bigger: blocks, or G1 parts)."""
+        return _ONE_CALL if "blocks" in self.features else _G1_PART
+
+    @property
     def cwd(self) -> str:
         """The directory relative paths resolve against (the environment's cwd)."""
         return self._cwd
@@ -282,7 +288,7 @@ class Fs:
             raise _is_dir_error(p)
         if not meta.is_file:
             raise _not_regular(p)
-        if "blocks" in self.features and meta.size is not None and meta.size > WHOLE_FILE_LIMIT:
+        if "blocks" in self.features and meta.size is not None and meta.size > _ONE_CALL:
             return b"".join(self._read_chunks(p, dl))
         try:
             return self._backend.read_file(p, timeout=_step(dl))
@@ -319,11 +325,11 @@ class Fs:
                 if len(window) < _G1_WINDOW:
                     return
         # Exit order matters: the pool drains its calls before the handle closes.
-        with self._block_handle(p, "read", dl) as hid, _pool(_DEPTH) as pool:
+        with self._block_handle(p, "read", dl) as hid, _pool(_READ_DEPTH) as pool:
             pending: collections.deque[concurrent.futures.Future[tuple[bytes, bool]]]
             pending = collections.deque()
             offset = 0
-            for _ in range(_DEPTH):
+            for _ in range(_READ_DEPTH):
                 pending.append(
                     pool.submit(
                         self._backend.read_block, hid, offset, BLOCK_SIZE, timeout=_step(dl)
@@ -347,21 +353,25 @@ class Fs:
         self, p: str, read: Callable[[int], bytes], dl: Deadline | None, meter: _Meter
     ) -> int:
         """Create/replace ``p`` with everything ``read(n)`` returns until it returns nothing:
-        block writes (a few in flight) or, on G1, 16 MiB parts. Returns the byte count."""
+        block writes (a few in flight) or, on G1, staged parts. Returns the byte count."""
         total = 0
         if "blocks" not in self.features:
             sink = _G1Sink(self, p, dl)
-            while part := read(_G1_PART):
-                sink.write_part(part)
-                total += len(part)
-                meter.add(len(part))
+            try:
+                while part := read(_G1_PART):
+                    sink.write_part(part)
+                    total += len(part)
+                    meter.add(len(part))
+            except BaseException:
+                sink.abort()
+                raise
             sink.finish()
             return total
-        with self._block_handle(p, "replace", dl) as hid, _pool(_DEPTH) as pool:
+        with self._block_handle(p, "replace", dl) as hid, _pool(_WRITE_DEPTH) as pool:
             pending: collections.deque[tuple[concurrent.futures.Future[None], int]]
             pending = collections.deque()
             while chunk := read(BLOCK_SIZE):
-                if len(pending) >= _DEPTH:
+                if len(pending) >= _WRITE_DEPTH:
                     fut, n = pending.popleft()
                     fut.result()
                     meter.add(n)
@@ -402,7 +412,7 @@ class Fs:
         dl = _deadline(timeout)
         view = memoryview(data).cast("B")
         size = len(view)
-        if size <= WHOLE_FILE_LIMIT:
+        if size <= self._one_call_write:
             payload = data if isinstance(data, bytes) else view.tobytes()
             self._backend.write_file(p, payload, timeout=_step(dl))
             return size
@@ -730,8 +740,8 @@ class Fs:
             dirs = [e.name for e in entries if e.is_dir]
             files = [e.name for e in entries if not e.is_dir]
             tree[directory] = (dirs, files)
-            if max_depth is not None and depth > max_depth:
-                continue
+            if max_depth is not None and depth >= max_depth:
+                continue  # as fs/walk: deeper directories are listed, not read
             if limit is not None and depth >= limit:
                 continue
             for entry in entries:
@@ -749,9 +759,6 @@ class Fs:
                             continue
                     if is_link:
                         continue
-                if max_depth is not None and depth >= max_depth:
-                    tree.setdefault(child, ([], []))
-                    continue
                 pending.append((child, depth + 1))
         return tree
 
@@ -853,7 +860,7 @@ class Fs:
         ``"rb"``: an ``io.BufferedReader`` (1 MiB buffer) that is seekable; reads go through
         block handles, or on G1 through ``dd`` processes, one 8 MiB window at a time.
         ``"wb"``: an ``io.BufferedWriter``; the file is created/truncated now, data goes out in
-        1 MiB blocks (G1: 16 MiB parts, see the module notes). ``"r"``/``"w"`` wrap those in an
+        1 MiB blocks (G1: 2 MiB parts, see the module notes). ``"r"``/``"w"`` wrap those in an
         ``io.TextIOWrapper`` (UTF-8 unless ``encoding``). ``buffering=0`` gives the raw binary
         object. ``timeout`` applies to every call the file makes.
 
@@ -901,8 +908,7 @@ class Fs:
         if "blocks" in self.features:
             hid = self._open_handle(p, "replace", timeout)
             return _RawWriter(p, _BlockSink(self, hid, timeout))
-        dl = _deadline(timeout)
-        return _RawWriter(p, _G1Sink(self, p, dl, per_call=timeout))
+        return _RawWriter(p, _G1Sink(self, p, None, per_call=timeout))
 
     # ------------------------------------------------------------------ transfers
 
@@ -920,7 +926,12 @@ class Fs:
         Files are streamed with bounded memory and arrive byte-exact; small files of a tree go
         several at a time. Links to files are copied as files; links to directories and special
         files are skipped. ``progress(done, total)`` is called on this thread: first with 0,
-        last with ``done == total``, never decreasing. Raises ``FileNotFoundError``, ...
+        last with ``done == total``, never decreasing.
+
+        Raises:
+            FileNotFoundError: ``local`` is missing, or the remote parent of a single file is.
+            IsADirectoryError: a single file onto a remote directory.
+            FileExistsError, NotADirectoryError: a remote file stands where a directory goes.
         """
         src = os.fspath(local)
         dst = self.abspath(remote)
@@ -959,7 +970,7 @@ class Fs:
         self, src: str, dst: str, size: int, meter: _Meter, dl: Deadline | None
     ) -> None:
         with open(src, "rb") as f:
-            if size <= _ONE_CALL_FILE:
+            if size <= self._one_call_write:
                 data = f.read()
                 self._backend.write_file(dst, data, timeout=_step(dl))
                 meter.add(len(data))
@@ -979,7 +990,12 @@ class Fs:
 
         Streamed with bounded memory, byte-exact; small files of a tree go several at a time.
         Links to files arrive as files; links to directories and special files are skipped.
-        ``progress(done, total)`` as in :meth:`upload`. Raises ``FileNotFoundError``, ...
+        ``progress(done, total)`` as in :meth:`upload`.
+
+        Raises:
+            FileNotFoundError: ``remote`` is missing, or the local parent of a single file is.
+            IsADirectoryError: a single file onto a local directory.
+            OSError: ``remote`` is a special file (FIFO, device).
         """
         src = self.abspath(remote)
         dst = os.fspath(local)
@@ -1019,7 +1035,7 @@ class Fs:
         self, src: str, dst: str, size: int, meter: _Meter, dl: Deadline | None
     ) -> None:
         with open(dst, "wb") as f:
-            if size <= _ONE_CALL_FILE:
+            if size <= _ONE_CALL:
                 try:
                     data = self._backend.read_file(src, timeout=_step(dl))
                 except errors.InvalidRequest as exc:
@@ -1125,7 +1141,7 @@ class Fs:
             )
         budget: float | None
         if dl is None:
-            # Helper commands move up to 16 MiB; give them at least a minute.
+            # Helper commands move up to 32 MiB; give them at least a minute.
             limit = self._host.timeout
             budget = None if limit is None else max(limit, 60.0)
         else:
@@ -1363,9 +1379,10 @@ class _BlockSink:
 
 
 class _G1Sink:
-    """G1 writes of any size: the first 16 MiB part is written in place with ``fs/writeFile``;
-    each further part is staged as ``<dst>.execsdk-part-N`` and appended by ``cat`` in a short
-    process that then removes it. Disk use stays at one part beyond the file itself.
+    """G1 writes of any size. The first 2 MiB part is written in place with ``fs/writeFile``;
+    later parts are staged as ``<dst>.execsdk-part-N`` and appended, up to 16 at a time, by
+    ``cat`` in a short helper process that then removes them (at most 32 MiB staged on disk).
+    Parts stay small because each message costs the client several times its size in memory.
 
     ``dl`` bounds the whole write; without it every step gets ``per_call`` (file objects).
     """
@@ -1380,6 +1397,7 @@ class _G1Sink:
         self._dl = dl
         self._per_call = per_call
         self._parts = 0
+        self._staged: list[str] = []
         self._buffer = bytearray()
         if per_call is not None:
             # A file object: create/truncate now, as fs/open "replace" does (and fail early).
@@ -1398,31 +1416,49 @@ class _G1Sink:
             self.write_part(part)
 
     def write_part(self, data: bytes) -> None:
-        dl = self._deadline()
         backend = self._fs.backend
         if self._parts == 0:
-            backend.write_file(self._dst, data, timeout=_step(dl))
+            backend.write_file(self._dst, data, timeout=_step(self._deadline()))
             self._parts = 1
             return
         part = f"{self._dst}.execsdk-part-{self._parts}"
-        backend.write_file(part, data, timeout=_step(dl))
+        self._staged.append(part)  # before writing: abort() removes it whatever happens
+        backend.write_file(part, data, timeout=_step(self._deadline()))
         self._parts += 1
-        script = 'cat -- "$1" >> "$2"; s=$?; rm -f -- "$1"; exit $s'
-        try:
-            result = self._fs._run(["/bin/sh", "-c", script, "sh", part, self._dst], dl)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                backend.remove(part, recursive=False, force=True)
-            raise
+        if len(self._staged) >= _G1_JOIN:
+            self._join()
+
+    def _join(self) -> None:
+        if not self._staged:
+            return
+        script = 'd=$1; shift; cat -- "$@" >> "$d"; s=$?; rm -f -- "$@"; exit $s'
+        argv = ["/bin/sh", "-c", script, "sh", self._dst, *self._staged]
+        result = self._fs._run(argv, self._deadline())
+        self._staged.clear()
         if result.returncode != 0:
             message = result.stderr.decode("utf-8", "replace").strip()
-            raise errors.os_error(None, f"appending a part failed: {message}", self._dst)
+            raise errors.os_error(None, f"appending staged parts failed: {message}", self._dst)
 
     def finish(self) -> None:
-        if self._buffer or self._parts == 0:
-            data = bytes(self._buffer)
-            self._buffer.clear()
-            self.write_part(data)
+        """Write what is buffered and append what is staged."""
+        try:
+            if self._buffer or self._parts == 0:
+                data = bytes(self._buffer)
+                self._buffer.clear()
+                self.write_part(data)
+            self._join()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Remove staged parts (best effort); the destination keeps what was appended."""
+        for part in self._staged:
+            try:
+                self._fs.backend.remove(part, recursive=False, force=True)
+            except Exception as exc:
+                log.warning("could not remove staged part %s: %r", part, exc)
+        self._staged.clear()
 
 
 class _RawReader(io.RawIOBase):

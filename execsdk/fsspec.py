@@ -51,6 +51,8 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         host, port, token: connect to ``ws://host:port`` instead (this object owns the
             connection); ``url`` may be given whole instead of host and port.
         timeout: default timeout of the connection it opens.
+        auto_mkdir: create missing parent directories when writing a file (as fsspec's
+            ``LocalFileSystem(auto_mkdir=True)``); ``put`` always does.
 
     Thread-safety: every method may be called from any thread (as :class:`~execsdk.fs.Fs`).
     """
@@ -68,9 +70,11 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         token: str | None = None,
         url: str | None = None,
         timeout: float | None = 30.0,
+        auto_mkdir: bool = False,
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
+        self.auto_mkdir = auto_mkdir
         self._owned: Environment | None = None
         if environment is None:
             import execsdk  # lazily: the package root imports this layer's users
@@ -272,7 +276,13 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         p = self._strip_protocol(path)
         if mode == "create" and self.fs.exists(p):
             raise FileExistsError(p)
+        self._parents(p)
         self.fs.write_bytes(p, value)
+
+    def _parents(self, path: str) -> None:
+        if self.auto_mkdir:
+            parent = posixpath.dirname(self.fs.abspath(path))
+            self.fs.mkdir(parent, parents=True, exist_ok=True)
 
     def _open(
         self,
@@ -287,7 +297,10 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
             raise ValueError(f"execsdk files open in 'rb' or 'wb' mode, not {mode!r}")
         if not autocommit:
             raise NotImplementedError("transactions are not supported")
-        return self.fs.open(self._strip_protocol(path), mode)
+        p = self._strip_protocol(path)
+        if mode == "wb":
+            self._parents(p)
+        return self.fs.open(p, mode)
 
     # ------------------------------------------------------------------ changes
 

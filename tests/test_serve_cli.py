@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -372,3 +373,53 @@ def test_bad_listen_value_is_a_usage_error() -> None:
     )
     assert proc.returncode == 2
     assert "expected ws://HOST:PORT" in proc.stderr
+
+
+# --------------------------------------------------------------------------- in-process API
+
+
+def test_ws_server_shutdown_closes_connections_and_kills_processes(tmp_path: Path) -> None:
+    from execsdk.server.ws import WsServer
+
+    server = WsServer("127.0.0.1", 0)
+    server.start()
+    try:
+        conn = RawConn(server.url)
+        conn.handshake()
+        conn.result("process/start", _start_params("s", SLEEPER, tmp_path))
+        child = _child_pid(conn, "s")
+        names = {t.name for t in threading.enumerate()}
+        assert any(n.startswith("execsdk-serve-conn-") for n in names)
+        server.shutdown(timeout=5)
+        assert conn.closed(5)
+        assert _pid_gone(child)
+        server.shutdown()  # idempotent
+        conn.close()
+    finally:
+        server.shutdown()
+
+
+def test_shutdown_from_a_request_worker_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from execsdk.server import dispatch, params
+    from execsdk.server.ws import WsServer
+
+    server = WsServer("127.0.0.1", 0)
+
+    def call_shutdown(conn: dispatch.Connection, params: Any) -> object:
+        server.shutdown()
+        return {}
+
+    method = dispatch.Method("test/shutdown", params.UNIT, "test", "free", call_shutdown)
+    monkeypatch.setitem(dispatch.METHODS, "test/shutdown", method)
+    server.start()
+    try:
+        with RawConn(server.url) as conn:
+            conn.handshake()
+            error = conn.call("test/shutdown")["error"]
+            assert error["code"] == -32603
+            assert "cannot run on a connection handler or request worker" in error["message"]
+            assert conn.result("environment/status") == {"status": "ready"}
+    finally:
+        server.shutdown()

@@ -10,12 +10,12 @@ JSON-RPC errors in one place, :func:`error_for`.
 
 Concurrency (PROTOCOL.md §7, ``execsdk/concurrentRequests``): ``initialize`` and the lifecycle
 checks run inline, in arrival order. Every other request runs on a small per-connection pool of
-worker threads, so a long-polling ``process/read`` does not hold up the requests behind it and
-answers may come in any order. Effects still happen in arrival order: requests that change
-something (start, write, signal, terminate, fs writes, handles...) form one chain and each waits
-for the previous one; reads wait for the changes sent before them but nobody waits for a read.
-So a client that pipelines ``process/start`` and ``process/write`` (fine with codex, which serves
-one request at a time) sees the same result here.
+worker threads (long-polling reads on a second, larger one), so a long-polling ``process/read``
+does not hold up the requests behind it and answers may come in any order. Effects still happen
+in arrival order: requests that change something (start, write, signal, terminate, fs writes,
+handles...) form one chain and each waits for the previous one; reads wait for the changes sent
+before them, but nobody waits for a read. So a client that pipelines ``process/start`` and
+``process/write`` (fine with codex, which serves one request at a time) sees the same result.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ SERVING = threading.local()
 refuses ``shutdown()`` there: it would wait for itself)."""
 
 DEFAULT_WORKERS = 8
+DEFAULT_POLLERS = 64
+"""Long-polling ``process/read`` calls (``waitMs`` > 0) get threads of their own, so a client
+waiting on many processes at once does not starve its other requests."""
 DEFAULT_MAX_PENDING = 256
 _MAX_WAIT_MS = 2**31  # longer long-polls overflow the lock timeout; ~24 days is plenty
 _conn_ids = itertools.count(1)
@@ -775,6 +778,7 @@ class Connection:
         *,
         parse_error_prefix: str,
         workers: int = DEFAULT_WORKERS,
+        pollers: int = DEFAULT_POLLERS,
         max_pending: int = DEFAULT_MAX_PENDING,
         name: str | None = None,
     ) -> None:
@@ -790,6 +794,7 @@ class Connection:
         self._initialized = False
         self._tail: threading.Event | None = None
         self._workers = _Workers(f"execsdk-serve-worker-{self.name}", workers)
+        self._pollers = _Workers(f"execsdk-serve-poll-{self.name}", pollers)
         self._slots = threading.BoundedSemaphore(max_pending)
         self._lost = False
 
@@ -909,7 +914,11 @@ class Connection:
                     done.set()
                 self._slots.release()
 
-        if not self._workers.submit(run):
+        long_poll = (
+            entry.name == "process/read" and isinstance(decoded, dict) and bool(decoded["waitMs"])
+        )
+        pool = self._pollers if long_poll else self._workers
+        if not pool.submit(run):
             if done is not None:
                 done.set()
             self._slots.release()
@@ -979,6 +988,7 @@ class Connection:
         if self._session is not None:
             self._registry.detach(self._session, self)
         self._workers.close(timeout=0.5)
+        self._pollers.close(timeout=0.1)
         self.fs.close()
         self._outbox.close(drain=drain)
         log.info("conn %s closed (session %s)", self.name, self.session_id)

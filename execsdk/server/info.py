@@ -61,13 +61,20 @@ def _home() -> str:
         return "/"
 
 
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the server's directory was removed under it
+        return _home()
+
+
 def environment_info() -> dict[str, Any]:
     """The ``environment/info`` result (also ``initialize``'s ``environmentInfo``)."""
     return {
         "shell": _shell(),
         "executorVersion": executor_version(),
         "providerId": _provider_id(),
-        "cwd": path_to_uri(os.getcwd()),
+        "cwd": path_to_uri(_cwd()),
         "userHomeDir": path_to_uri(_home()),
         "platformOs": platform_name(),
         "prependPathDirs": [],

@@ -417,7 +417,8 @@ def test_chunks_at_most_8192_and_last_mib_retained(conn: RawConn, tmp_path: Path
     assert len(retained) <= MIB
     assert len(retained) + sizes[first - 1] > MIB
     assert streamed.endswith(retained)
-    assert [c["seq"] for c in chunks] == list(range(first, first + len(chunks)))
+    # Exactly the streamed output chunks from `first` on (exited may sit in a seq gap).
+    assert [c["seq"] for c in chunks] == [s for s in sorted(sizes) if s >= first]
 
 
 # item 29

@@ -1,4 +1,5 @@
-"""LocalFsBackend: exec-server fs semantics on the real local disk (PROTOCOL.md §3.10-3.19).
+"""LocalFsBackend: exec-server fs semantics on the real local disk (PROTOCOL.md §3.10-3.19),
+and the Fs facade over it where no server is needed (no environment, G1-like fallbacks).
 
 Expected values (error kinds, messages, walk order and limits) are what codex exec-server 0.169
 answered when probed with the same trees; our server wraps this backend directly.
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+import execsdk
 from execsdk import errors
 from execsdk._local_fs import MAX_BLOCK, MAX_HANDLES, MAX_READ_FILE, LocalFsBackend
 from execsdk.environment import FsBackend
+from execsdk.fs import Fs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -443,6 +446,10 @@ def test_copy_directory_into_itself_is_refused(fsb: LocalFsBackend, tmp_path: Pa
         with pytest.raises(errors.InvalidRequest, match="cannot copy a directory to itself"):
             fsb.copy(s(tmp_path / "d"), s(tmp_path / target), recursive=True)
     assert not (tmp_path / "d" / "inner").exists()
+    (tmp_path / "alias").symlink_to(tmp_path / "d")  # into itself through a link
+    with pytest.raises(errors.InvalidRequest, match="cannot copy a directory to itself"):
+        fsb.copy(s(tmp_path / "d"), s(tmp_path / "alias" / "inner"), recursive=True)
+    assert not (tmp_path / "d" / "inner").exists()
 
 
 def test_copy_top_level_links_as_links(fsb: LocalFsBackend, tmp_path: Path) -> None:
@@ -731,3 +738,56 @@ def test_concurrent_block_reads_are_consistent(fsb: LocalFsBackend, tmp_path: Pa
     for t in threads:
         t.join()
     assert b"".join(results[i] for i in range(64)) == data
+
+
+# --------------------------------------------------------------------------- the Fs facade on it
+
+
+class _G1LikeBackend(LocalFsBackend):
+    """The local backend without the optional groups, as a G1 server offers them."""
+
+    @property
+    def features(self) -> frozenset[str]:
+        return frozenset()
+
+
+def test_fs_without_environment_moves_by_copy_then_remove(tmp_path: Path) -> None:
+    fs = Fs(LocalFsBackend())
+    assert fs.cwd == "/"
+    write(tmp_path / "d" / "f", b"data")
+    (tmp_path / "d" / "link").symlink_to("f")
+    assert fs.move(s(tmp_path / "d"), s(tmp_path / "e")) == s(tmp_path / "e")
+    assert not (tmp_path / "d").exists()
+    assert (tmp_path / "e" / "f").read_bytes() == b"data"
+    assert os.readlink(tmp_path / "e" / "link") == "f"
+
+
+def test_fs_without_environment_refuses_process_fallbacks(tmp_path: Path) -> None:
+    fs = Fs(_G1LikeBackend())
+    write(tmp_path / "f")
+    with pytest.raises(errors.UnsupportedByServer):
+        fs.canonicalize(s(tmp_path / "f"))
+
+
+def test_g1_fallbacks_on_the_local_disk(tmp_path: Path) -> None:
+    """Parts + cat for writes, dd windows for streamed reads, realpath, client-side walk."""
+    with execsdk.local() as env:
+        fs = Fs(_G1LikeBackend(), environment=env)
+        data = os.urandom(9 * MAX_BLOCK + 7)  # 5 parts of 2 MiB, 2 windows of 8 MiB
+        fs.write_bytes(s(tmp_path / "big"), data)
+        assert (tmp_path / "big").read_bytes() == data
+        assert not [n for n in os.listdir(tmp_path) if "execsdk-part" in n]
+        with fs.open(s(tmp_path / "big"), "rb") as f:
+            f.seek(8 * MAX_BLOCK + 1)
+            assert f.read(MAX_BLOCK) == data[8 * MAX_BLOCK + 1 : 9 * MAX_BLOCK + 1]
+            assert f.seek(0, os.SEEK_END) == len(data)
+        with fs.open(s(tmp_path / "streamed"), "wb") as w:
+            for i in range(0, len(data), 300_000):
+                w.write(data[i : i + 300_000])
+        assert (tmp_path / "streamed").read_bytes() == data
+        fs.download(s(tmp_path / "big"), s(tmp_path / "down"))
+        assert (tmp_path / "down").read_bytes() == data
+        (tmp_path / "link").symlink_to(tmp_path / "big")
+        assert fs.canonicalize(s(tmp_path / "link")) == os.path.realpath(tmp_path / "big")
+        walked = {d: (ds, f) for d, ds, f in fs.walk(s(tmp_path))}
+        assert walked[s(tmp_path)] == ([], ["big", "down", "link", "streamed"])

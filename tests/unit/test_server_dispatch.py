@@ -495,6 +495,19 @@ def test_long_poll_read_does_not_delay_later_requests(ready: Peer, tmp_path: Pat
     ready.result("process/terminate", {"processId": "slow"})
 
 
+def test_many_long_polls_do_not_starve_other_requests(ready: Peer, tmp_path: Path) -> None:
+    start(ready, "quiet", ["sleep", "5"], tmp_path)
+    polls = [
+        ready.request("process/read", {"processId": "quiet", "afterSeq": 0, "waitMs": 1000})
+        for _ in range(12)  # more than the 8 request workers
+    ]
+    began = time.monotonic()
+    assert ready.result("environment/status") == {"status": "ready"}
+    assert time.monotonic() - began < 0.8
+    assert all(ready.reply(p)["result"]["chunks"] == [] for p in polls)
+    ready.result("process/terminate", {"processId": "quiet"})
+
+
 def test_pipelined_changes_apply_in_arrival_order(ready: Peer, tmp_path: Path) -> None:
     # Sent without waiting: the write must see the started process, and writes keep their order.
     cwd = f"file://{tmp_path}"
