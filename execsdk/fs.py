@@ -1462,7 +1462,8 @@ class _G1Sink:
 
 
 class _RawReader(io.RawIOBase):
-    """Seekable raw binary reader over a block handle or G1 windows. One thread at a time."""
+    """Seekable raw binary reader over a block handle or G1 windows. One thread at a time (the
+    ``io.BufferedReader`` around it serialises callers)."""
 
     def __init__(self, name: str, source: _BlockSource | _WindowSource) -> None:
         super().__init__()
@@ -1526,7 +1527,8 @@ class _RawReader(io.RawIOBase):
 
 
 class _RawWriter(io.RawIOBase):
-    """Sequential raw binary writer over a block handle or the G1 part writer."""
+    """Sequential raw binary writer over a block handle or the G1 part writer. One thread at a
+    time (the ``io.BufferedWriter`` around it serialises callers)."""
 
     def __init__(self, name: str, sink: _BlockSink | _G1Sink) -> None:
         super().__init__()

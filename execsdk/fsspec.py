@@ -77,7 +77,7 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.auto_mkdir = auto_mkdir
         self._owned: Environment | None = None
         if environment is None:
-            import execsdk  # lazily: the package root imports this layer's users
+            import execsdk  # here, not at the top: the package root sits above this module
 
             if url is None and host is not None:
                 url = f"ws://{host}:{port}" if port is not None else f"ws://{host}"

@@ -167,7 +167,6 @@ class WebSocketTransport:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        try:
-            self._ws.close(timeout=0)
-        except (OSError, websocket.WebSocketException):
-            pass
+        # websocket-client's close() returns early once it saw the peer's close frame, which
+        # would leak the socket; shutdown() always closes it.
+        self._ws.shutdown()  # type: ignore[no-untyped-call]

@@ -97,7 +97,10 @@ def platform_name() -> str:
 
 
 class Decoder:
-    """Turns one JSON value into a Python value or raises ``errors.InvalidParams``."""
+    """Turns one JSON value into a Python value or raises ``errors.InvalidParams``.
+
+    Thread-safety: decoders are immutable once built; share them freely.
+    """
 
     expected = "a value"
 

@@ -142,7 +142,7 @@ class Outbox:
 class _ProcessEvents:
     """``ProcessEvents`` receiver of one process: turns events into notifications.
 
-    Called on the backend's I/O thread; it encodes and queues, nothing more.
+    Thread-safety: called on the backend's I/O thread; it encodes and queues, nothing more.
     """
 
     __slots__ = ("_process_id", "_session")

@@ -109,7 +109,7 @@ class WsServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = request.headers
         if "Origin" in headers:
-            log.info("refused a request with an Origin header (%s)", headers.get("Origin"))
+            log.info("refused a request with an Origin header (%s)", headers.get_all("Origin"))
             return _plain(403)
         path = request.path.split("?", 1)[0]
         if path == "/readyz":
