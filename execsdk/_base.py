@@ -15,7 +15,7 @@ import subprocess
 import threading
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 from execsdk import errors as _errors
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompletedProcess", "Environment"]
 
+_E = TypeVar("_E", bound="Environment")
 log = logging.getLogger(__name__)
 
 PathArg = str | os.PathLike[str]
@@ -114,7 +115,7 @@ class Environment:
     def close(self) -> None:
         """Release the environment's resources (subclasses close their backends)."""
 
-    def __enter__(self) -> Environment:
+    def __enter__(self: _E) -> _E:
         return self
 
     def __exit__(

@@ -243,7 +243,7 @@ def test_bad_token_is_refused_with_a_hint(tmp_path: Path) -> None:
         "0.169.0", extra_args=["--ws-auth", "capability-token", "--ws-token-file", str(token_file)]
     )
     try:
-        with pytest.raises(errors.ConnectError, match="401.*token"):
+        with pytest.raises(errors.ConnectError, match=r"401.*token"):
             Client.connect(server.url, token="wrong-token", connect_timeout=5)
         with Client.connect(server.url, token="right-token", connect_timeout=5) as c:
             assert c.server_info.generation is Generation.G2
