@@ -7,6 +7,7 @@ which never blocks. A full queue drops the callback, counts it and logs a WARNIN
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import queue
@@ -14,12 +15,22 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["CallbackDispatcher"]
+__all__ = ["CallbackDispatcher", "callback_name"]
 
 log = logging.getLogger("execsdk.dispatch")
 
 _ids = itertools.count(1)
 _STOP = object()
+
+
+def callback_name(fn: object) -> str:
+    """A callback's name for log messages, never its bound arguments (a partial's arguments
+    may be process output, i.e. the user's data)."""
+    target: object = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    name = getattr(target, "__qualname__", None)
+    return name if isinstance(name, str) else type(target).__name__
 
 
 class CallbackDispatcher:
@@ -84,7 +95,7 @@ class CallbackDispatcher:
             try:
                 fn()  # type: ignore[operator]
             except Exception:
-                log.exception("callback %r raised; dispatching goes on", fn)
+                log.exception("callback %s raised; dispatching goes on", callback_name(fn))
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Run what is queued, then stop the thread (joined within ``timeout``). Idempotent."""

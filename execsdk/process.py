@@ -32,7 +32,7 @@ from types import TracebackType
 
 from execsdk import errors
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
-from execsdk._dispatch import CallbackDispatcher
+from execsdk._dispatch import CallbackDispatcher, callback_name
 from execsdk._outbuf import OutputBuffer
 from execsdk.environment import OutputChunk, ProcessBackend, ProcessSpec, ReadResult, Stream
 
@@ -150,7 +150,7 @@ class Process:
         except BaseException:
             self._release()
             raise
-        log.debug("started %s %r", self.id, self.args)
+        log.debug("started %s %.200r", self.id, self.args)
         return self
 
     # ------------------------------------------------------------------ ProcessEvents
@@ -274,7 +274,9 @@ class Process:
     def _submit(self, fn: Callable[[], object]) -> None:
         assert self._dispatcher is not None
         if not self._dispatcher.submit(fn, critical=True):
-            log.warning("process %s: dispatcher closed, callback %r not run", self.id, fn)
+            log.warning(
+                "process %s: dispatcher closed, callback %s not run", self.id, callback_name(fn)
+            )
 
     def _needs_fill(self, now: float) -> bool:
         if self._closed or self._filling or now < self._fill_not_before:

@@ -1,15 +1,29 @@
-"""WebSocket transport on websocket-client.
+"""WebSocket transport: websocket-client for the handshake, our own framing afterwards.
 
 Quirks handled here (PROTOCOL.md §1): codex 0.169 refuses any handshake that carries an
 ``Origin`` header, so it is suppressed; a single frame above 16 MiB drops the connection, so
-large messages go out as continuation frames; TCP_NODELAY avoids Nagle stalls on small calls.
+large messages go out as continuation frames.
+
+Why the frames are ours (docs/performance.md): websocket-client reads a frame with at least
+three ``recv`` calls (2 header bytes, the length, the payload, each at most 16 KiB) and decodes
+every text frame to ``str``. Each of those calls releases the GIL, so a stream of 8 KiB output
+notifications turned into a thread ping-pong. Here the reader pulls up to 256 KiB per system
+call, cuts every complete frame out of that buffer, and hands the payload on as ``bytes``
+(the JSON parser takes bytes). Sends are *combined*: a caller that finds the socket busy queues
+its frame and returns; the thread already sending writes everything queued in one system call,
+so concurrent callers never sleep on a send lock. TCP_NODELAY is set and TCP_QUICKACK re-armed
+after every read, so neither Nagle's algorithm nor delayed ACKs hold small replies back
+(without them a request/notification exchange stalls ~40 ms on loopback).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import socket
 import ssl
+import struct
 import threading
 from typing import Any
 
@@ -17,12 +31,64 @@ import websocket
 
 from execsdk.errors import ConnectError, ConnectTimeout
 
-__all__ = ["FRAME_LIMIT", "WebSocketTransport"]
+__all__ = ["FRAME_LIMIT", "MAX_MESSAGE", "WebSocketTransport"]
 
 log = logging.getLogger(__name__)
 
 FRAME_LIMIT = 8 * 2**20
 """Largest single frame we send; bigger messages are fragmented (the server's cap is 16 MiB)."""
+
+MAX_MESSAGE = 2**30
+"""Largest message we accept (a 512 MiB ``fs/readFile`` answer is ~700 MB of JSON)."""
+
+_READ_SIZE = 256 * 1024
+"""Bytes asked of the socket per read; frames bigger than this are read straight into place."""
+
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_FIN = 0x80
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_pack_short = struct.Struct("!BBH").pack
+_pack_long = struct.Struct("!BBQ").pack
+
+
+def _mask(key: bytes, data: bytes | memoryview) -> bytes:
+    """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 §5.3), via one big integer."""
+    n = len(data)
+    if n == 0:
+        return b""
+    words, extra = divmod(n, 4)
+    pattern = int.from_bytes(key * words + key[:extra], "little")
+    return (int.from_bytes(data, "little") ^ pattern).to_bytes(n, "little")
+
+
+def _frame(first: int, payload: bytes | memoryview) -> bytes:
+    """One client frame: ``first`` is FIN|opcode; the payload is masked with a fresh key."""
+    n = len(payload)
+    key = os.urandom(4)
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 65536:
+        head = _pack_short(first, 0xFE, n)
+    else:
+        head = _pack_long(first, 0xFF, n)
+    return head + key + _mask(key, payload)
+
+
+def _message_frames(data: bytes, opcode: int) -> bytes:
+    """A whole message as wire bytes: one frame, or continuation frames of FRAME_LIMIT."""
+    if len(data) <= FRAME_LIMIT:
+        return _frame(_FIN | opcode, data)
+    view = memoryview(data)
+    parts = []
+    for start in range(0, len(data), FRAME_LIMIT):
+        last = start + FRAME_LIMIT >= len(data)
+        op = opcode if start == 0 else _OP_CONT
+        parts.append(_frame((_FIN if last else 0) | op, view[start : start + FRAME_LIMIT]))
+    return b"".join(parts)
+
+
+class _ProtocolViolation(ConnectionAbortedError):
+    """The server broke the WebSocket framing rules; the link cannot be trusted."""
 
 
 class WebSocketTransport:
@@ -30,12 +96,24 @@ class WebSocketTransport:
 
     def __init__(self, ws: websocket.WebSocket, url: str) -> None:
         self._ws = ws
+        sock = ws.sock
+        if sock is None:
+            raise ConnectError(f"the WebSocket to {url} has no socket", url=url)
+        self._sock: socket.socket = sock
         self._url = url
         self._send_lock = threading.Lock()
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._send_error: BaseException | None = None
         self._close_lock = threading.Lock()
         self._closing = False
         self._eof = threading.Event()
-        self._reading = False
+        # Reader state (reader thread only).
+        self._buf = b""
+        self._pos = 0
+        self._quickack = _QUICKACK is not None and sock.family in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        )
 
     @classmethod
     def connect(
@@ -102,48 +180,198 @@ class WebSocketTransport:
     def description(self) -> str:
         return self._url
 
-    def send(self, text: str, *, timeout: float | None = None) -> None:
-        data = text.encode("utf-8")
-        if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise TimeoutError("timed out waiting to send on the WebSocket")
-        try:
-            if len(data) <= FRAME_LIMIT:
-                self._ws.send(data, websocket.ABNF.OPCODE_TEXT)
-                return
-            # Fragment: the server accepts messages up to 64 MiB but frames only up to 16 MiB.
-            opcode = websocket.ABNF.OPCODE_TEXT
-            view = memoryview(data)
-            for start in range(0, len(data), FRAME_LIMIT):
-                piece = view[start : start + FRAME_LIMIT]
-                fin = 1 if start + FRAME_LIMIT >= len(data) else 0
-                self._ws.send_frame(websocket.ABNF.create_frame(bytes(piece), opcode, fin))
-                opcode = websocket.ABNF.OPCODE_CONT
-        except websocket.WebSocketConnectionClosedException as exc:
-            raise BrokenPipeError(f"WebSocket to {self._url} is closed") from exc
-        finally:
-            self._send_lock.release()
+    # ------------------------------------------------------------------ sending
 
-    def recv(self) -> str | bytes | None:
-        self._reading = True
+    def send(self, text: str, *, timeout: float | None = None) -> None:
+        """Queue one text message and write it (and whatever else is queued) if nobody is.
+
+        Returns once the message is written or handed to the thread that is writing; a write
+        failure is raised to the writing thread, and the reader then sees the broken link.
+        ``timeout`` is accepted for the interface: no caller ever waits for another's write.
+        """
+        self._post(_message_frames(text.encode("utf-8"), _OP_TEXT))
+
+    def _post(self, wire: bytes) -> None:
+        if self._send_error is not None:
+            raise BrokenPipeError(f"WebSocket to {self._url} is closed") from self._send_error
+        outbox = self._outbox
+        outbox.append(wire)
+        # Whoever holds the lock re-checks the outbox after releasing it, so a frame queued
+        # while the lock was busy is always written by someone.
+        while outbox and self._send_lock.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._send_lock.release()
+
+    def _flush(self) -> None:
+        """Write everything queued (holding the send lock)."""
+        outbox = self._outbox
+        while outbox:
+            if len(outbox) == 1:
+                data = outbox.popleft()
+            else:
+                batch = []
+                size = 0
+                while outbox and size < FRAME_LIMIT:
+                    item = outbox.popleft()
+                    batch.append(item)
+                    size += len(item)
+                data = b"".join(batch)
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                self._send_error = exc
+                outbox.clear()
+                raise BrokenPipeError(f"WebSocket to {self._url} is closed: {exc}") from exc
+
+    # ------------------------------------------------------------------ receiving
+
+    def _fill(self) -> bool:
+        """Read more bytes into the buffer; False at end of stream."""
         try:
-            msg = self._ws.recv()
-        except websocket.WebSocketConnectionClosedException:
-            self._eof.set()
-            if self._closing:
-                return None
-            raise
+            data = self._sock.recv(_READ_SIZE)
         except OSError:
             self._eof.set()
             if self._closing:
-                return None
+                return False
             raise
-        finally:
-            self._reading = False
-        if msg == "" or msg == b"":
-            # websocket-client returns "" for a close frame (it has already echoed it).
+        if not data:
             self._eof.set()
-            return None
-        return msg
+            return False
+        if self._quickack:
+            try:
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+            except OSError:
+                self._quickack = False
+        pos = self._pos
+        self._buf = self._buf[pos:] + data if pos < len(self._buf) else data
+        self._pos = 0
+        return True
+
+    def _read_exact(self, first: bytes, n: int) -> bytes:
+        """A big payload: what is buffered (``first``) plus the rest read straight into place."""
+        into = bytearray(n)
+        into[: len(first)] = first
+        view = memoryview(into)
+        got = len(first)
+        while got < n:
+            try:
+                k = self._sock.recv_into(view[got:], min(n - got, 16 * 2**20))
+            except OSError:
+                self._eof.set()
+                if self._closing:
+                    raise EOFError("connection closed during a frame") from None
+                raise
+            if k == 0:
+                self._eof.set()
+                raise EOFError("connection closed during a frame")
+            got += k
+        view.release()
+        return bytes(into)
+
+    def _next_frame(self) -> tuple[int, bytes] | None:
+        """The next frame as (first byte, payload); None at end of stream."""
+        while True:
+            buf = self._buf
+            pos = self._pos
+            avail = len(buf) - pos
+            if avail >= 2:
+                first = buf[pos]
+                second = buf[pos + 1]
+                if second & 0x80:
+                    raise _ProtocolViolation(f"{self._url} sent a masked frame")
+                if first & 0x70:
+                    raise _ProtocolViolation(f"{self._url} set reserved frame bits")
+                n = second & 0x7F
+                head = 2
+                if n == 126:
+                    head = 4
+                    if avail >= 4:
+                        n = (buf[pos + 2] << 8) | buf[pos + 3]
+                elif n == 127:
+                    head = 10
+                    if avail >= 10:
+                        n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                if avail >= head:
+                    if n > MAX_MESSAGE:
+                        raise _ProtocolViolation(f"{self._url} sent a frame of {n} bytes")
+                    end = pos + head + n
+                    if end <= len(buf):
+                        self._pos = end
+                        return first, buf[pos + head : end]
+                    if n > _READ_SIZE:
+                        start = pos + head
+                        self._buf, self._pos = b"", 0
+                        return first, self._read_exact(buf[start:], n)
+            if not self._fill():
+                return None
+
+    def recv(self) -> str | bytes | None:
+        """The next message's payload as bytes (text frames are not decoded: the JSON parser
+        takes UTF-8 bytes); None once the server closed the connection."""
+        parts: list[bytes] | None = None
+        size = 0
+        while True:
+            try:
+                frame = self._next_frame()
+            except EOFError:
+                if self._closing:
+                    return None
+                raise
+            if frame is None:
+                if self._closing:
+                    return None
+                raise ConnectionResetError(
+                    f"{self._url} closed the connection without a close frame"
+                )
+            first, payload = frame
+            opcode = first & 0x0F
+            if opcode >= _OP_CLOSE:
+                if not first & _FIN or len(payload) > 125:
+                    raise _ProtocolViolation(f"{self._url} sent a bad control frame")
+                if opcode == _OP_PING:
+                    self._control(_OP_PONG, payload)
+                elif opcode == _OP_CLOSE:
+                    self._on_close_frame(payload)
+                    return None
+                elif opcode != _OP_PONG:
+                    raise _ProtocolViolation(f"{self._url} sent unknown opcode {opcode}")
+                continue
+            if opcode == _OP_CONT:
+                if parts is None:
+                    raise _ProtocolViolation(f"{self._url} sent a stray continuation frame")
+                parts.append(payload)
+                size += len(payload)
+            elif opcode in (_OP_TEXT, _OP_BINARY):
+                if parts is not None:
+                    raise _ProtocolViolation(f"{self._url} interleaved two messages")
+                if first & _FIN:
+                    return payload
+                parts = [payload]
+                size = len(payload)
+                continue
+            else:
+                raise _ProtocolViolation(f"{self._url} sent unknown opcode {opcode}")
+            if size > MAX_MESSAGE:
+                raise _ProtocolViolation(f"{self._url} sent a message over {MAX_MESSAGE} bytes")
+            if first & _FIN:
+                return b"".join(parts)
+
+    def _control(self, opcode: int, payload: bytes) -> None:
+        try:
+            self._post(_frame(_FIN | opcode, payload))
+        except OSError as exc:
+            log.debug("answering a control frame on %s failed: %r", self._url, exc)
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        """The server closes: echo its close frame (RFC 6455 §5.5.1) unless we started it."""
+        self._eof.set()
+        if not self._closing:
+            code = payload[:2] if len(payload) >= 2 else struct.pack("!H", 1000)
+            self._control(_OP_CLOSE, code)
+
+    # ------------------------------------------------------------------ closing
 
     def close(self, timeout: float | None = 5.0) -> None:
         with self._close_lock:
@@ -151,22 +379,16 @@ class WebSocketTransport:
                 return
             self._closing = True
         try:
-            if self._send_lock.acquire(timeout=1.0 if timeout is None else min(timeout, 1.0)):
-                try:
-                    self._ws.send_close()
-                finally:
-                    self._send_lock.release()
-        except (OSError, websocket.WebSocketException) as exc:
+            self._post(_frame(_FIN | _OP_CLOSE, struct.pack("!H", 1000)))
+        except OSError as exc:
             log.debug("sending the close frame to %s failed: %r", self._url, exc)
         # Let the reader see the close echo; then cut the socket so a blocked recv always ends.
         if not self._eof.is_set():
             self._eof.wait(0.5 if timeout is None else min(timeout, 0.5))
-        sock = self._ws.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         # websocket-client's close() returns early once it saw the peer's close frame, which
         # would leak the socket; shutdown() always closes it.
         self._ws.shutdown()  # type: ignore[no-untyped-call]

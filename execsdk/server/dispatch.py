@@ -25,8 +25,10 @@ import itertools
 import json
 import logging
 import os
+import posixpath
 import queue
 import re
+import stat
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
@@ -36,15 +38,16 @@ import attrs
 from execsdk import errors
 from execsdk._local_fs import LocalFsBackend
 from execsdk._protocol.jsonrpc import encode_error, encode_response, loads
-from execsdk.environment import EnvPolicy, ProcessSpec
+from execsdk.environment import EnvPolicy, ProcessSpec, WalkEntry
 from execsdk.server import params as P
+from execsdk.server.confine import Confinement, real_path
 from execsdk.server.http_request import HttpRequester
 from execsdk.server.info import environment_config, environment_info
 from execsdk.server.params import Field, PathUri, Struct, b64decode, b64encode, path_to_uri
 from execsdk.server.session import Outbox, Session, SessionRegistry
 from execsdk.server.watch import MissingWatcher
 
-__all__ = ["METHODS", "SERVING", "Connection", "Method", "Reply", "error_for"]
+__all__ = ["METHODS", "SERVING", "Connection", "Method", "Reply", "error_for", "redacted"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,13 @@ def _refuse_sandbox(params: dict[str, Any]) -> None:
         raise errors.InvalidRequest(
             -32600, "execsdk serve does not support sandboxed execution; send `sandbox: null`"
         )
+
+
+def _path(conn: Connection, uri: PathUri, *, follow_last: bool = True) -> str:
+    """The local path a request names; with ``--root``, only if it resolves inside the root."""
+    if conn.confine is None:
+        return uri.require()
+    return conn.confine.check_uri(uri, follow_last=follow_last)
 
 
 # --------------------------------------------------------------------------- params
@@ -304,7 +314,7 @@ ENVIRONMENT_CONFIG_READ = Struct(
 
 
 def _environment_info(conn: Connection, p: Any) -> object:
-    return environment_info()
+    return environment_info(cwd=conn.root)
 
 
 def _environment_status(conn: Connection, p: Any) -> object:
@@ -325,10 +335,16 @@ def _environment_config_read(conn: Connection, p: dict[str, Any]) -> object:
 
 def _process_start(conn: Connection, p: dict[str, Any]) -> object:
     cwd: PathUri = p["cwd"]
-    if cwd.path is None:
+    if conn.confine is not None:
+        # The checked, normalised path: the kernel would resolve a ".." after a symlink
+        # physically, so the process gets the path that was checked.
+        cwd_path = conn.confine.check_uri(cwd)
+    elif cwd.path is None:
         raise errors.InvalidParams(
             -32602, f"cwd URI `{cwd.uri}` is not valid on this exec-server host: {cwd.host_error}"
         )
+    else:
+        cwd_path = cwd.path
     _refuse_sandbox(p)
     if p["enforceManagedNetwork"]:
         raise errors.InvalidRequest(
@@ -347,7 +363,7 @@ def _process_start(conn: Connection, p: dict[str, Any]) -> object:
         )
     spec = ProcessSpec(
         argv=tuple(p["argv"]),
-        cwd=cwd.path,
+        cwd=cwd_path,
         env=dict(p["env"]),
         env_policy=policy,
         tty=p["tty"],
@@ -412,12 +428,12 @@ def _process_close_stdin(conn: Connection, p: dict[str, Any]) -> object:
 
 def _fs_read_file(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
-    return {"dataBase64": b64encode(conn.fs.read_file(p["path"].require()))}
+    return {"dataBase64": b64encode(conn.fs.read_file(_path(conn, p["path"])))}
 
 
 def _fs_write_file(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
-    path = p["path"].require()
+    path = _path(conn, p["path"])
     try:
         data = b64decode(p["dataBase64"])
     except ValueError as exc:
@@ -431,13 +447,13 @@ def _fs_write_file(conn: Connection, p: dict[str, Any]) -> object:
 def _fs_create_directory(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
     recursive = True if p["recursive"] is None else p["recursive"]
-    conn.fs.create_directory(p["path"].require(), recursive=recursive)
+    conn.fs.create_directory(_path(conn, p["path"]), recursive=recursive)
     return {}
 
 
 def _fs_get_metadata(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
-    meta = conn.fs.get_metadata(p["path"].require())
+    meta = conn.fs.get_metadata(_path(conn, p["path"]))
     return {
         "isDirectory": meta.is_directory,
         "isFile": meta.is_file,
@@ -450,7 +466,15 @@ def _fs_get_metadata(conn: Connection, p: dict[str, Any]) -> object:
 
 def _fs_read_directory(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
-    entries = conn.fs.read_directory(p["path"].require())
+    path = _path(conn, p["path"])
+    entries = conn.fs.read_directory(path)
+    confine = conn.confine
+    if confine is not None:
+        # A link that leads out of the root is left out, as codex leaves out dangling links:
+        # through this server it leads nowhere (and its target's type is not ours to tell).
+        entries = [
+            e for e in entries if not e.is_symlink or confine.inside(posixpath.join(path, e.name))
+        ]
     return {
         "entries": [
             {"fileName": e.name, "isDirectory": e.is_dir, "isFile": e.is_file} for e in entries
@@ -461,7 +485,7 @@ def _fs_read_directory(conn: Connection, p: dict[str, Any]) -> object:
 def _fs_remove(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
     conn.fs.remove(
-        p["path"].require(),
+        _path(conn, p["path"], follow_last=False),
         recursive=True if p["recursive"] is None else p["recursive"],
         force=True if p["force"] is None else p["force"],
     )
@@ -470,37 +494,88 @@ def _fs_remove(conn: Connection, p: dict[str, Any]) -> object:
 
 def _fs_copy(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
-    source = p["sourcePath"].require()
-    destination = p["destinationPath"].require()
+    # The source is read without following a final link (links are copied as links).
+    source = _path(conn, p["sourcePath"], follow_last=False)
+    destination = _path(conn, p["destinationPath"])
+    if conn.confine is not None and p["recursive"]:
+        _check_copy_targets(conn.confine, source, destination)
     conn.fs.copy(source, destination, recursive=p["recursive"])
     return {}
 
 
 def _fs_canonicalize(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
-    return {"path": path_to_uri(conn.fs.canonicalize(p["path"].require()))}
+    return {"path": path_to_uri(conn.fs.canonicalize(_path(conn, p["path"])))}
 
 
 def _fs_walk(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
     options = p["options"]
     result = conn.fs.walk(
-        p["path"].require(),
+        _path(conn, p["path"]),
         max_depth=options["maxDepth"],
         max_directories=options["maxDirectories"],
         max_entries=options["maxEntries"],
         follow_directory_symlinks=options["followDirectorySymlinks"],
     )
+    entries = result.entries
+    if conn.confine is not None and options["followDirectorySymlinks"]:
+        # Only a followed directory link can lead a walk out of the root.
+        entries = tuple(_entries_inside(conn.confine, entries))
     return {
-        "entries": [{"path": path_to_uri(e.path), "kind": e.kind} for e in result.entries],
+        "entries": [{"path": path_to_uri(e.path), "kind": e.kind} for e in entries],
         "errors": list(result.errors),
         "truncated": result.truncated,
     }
 
 
+def _entries_inside(confine: Confinement, entries: tuple[WalkEntry, ...]) -> list[WalkEntry]:
+    """The walk entries whose real location is inside the root (one lstat per entry)."""
+    real_dirs: dict[str, str | None] = {}
+
+    def real_dir(directory: str) -> str | None:
+        if directory not in real_dirs:
+            try:
+                real = real_path(directory)
+            except OSError:
+                real = None
+            real_dirs[directory] = real if real is not None and confine.contains(real) else None
+        return real_dirs[directory]
+
+    kept = []
+    for entry in entries:
+        if real_dir(posixpath.dirname(entry.path)) is None:
+            continue
+        # A directory entry may be a followed link; its children are judged through it.
+        if entry.kind == "directory" and real_dir(entry.path) is None:
+            continue
+        kept.append(entry)
+    return kept
+
+
+def _check_copy_targets(confine: Confinement, source: str, destination: str) -> None:
+    """Refuse a directory copy that would write through a link out of the root.
+
+    The copy merges into an existing destination tree, following links it meets there, so
+    every destination path the copy will write must resolve inside the root.
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(source).st_mode):
+            return
+    except OSError:
+        return  # the backend reports the missing source
+    for directory, dirnames, filenames in os.walk(source):
+        rel = posixpath.relpath(directory, source)
+        target_dir = destination if rel == "." else posixpath.join(destination, rel)
+        for name in (*dirnames, *filenames):
+            target = posixpath.join(target_dir, name)
+            if os.path.lexists(target):
+                confine.check(target)
+
+
 def _fs_open(conn: Connection, p: dict[str, Any]) -> object:
     _refuse_sandbox(p)
-    conn.fs.open(p["handleId"], p["path"].require(), mode=p["mode"])
+    conn.fs.open(p["handleId"], _path(conn, p["path"]), mode=p["mode"])
     return {"handleId": p["handleId"]}
 
 
@@ -525,6 +600,13 @@ def _fs_watch_missing(conn: Connection, p: dict[str, Any]) -> object:
     present: str | bool | None = None
     if present_uri is not None:
         present = present_uri.path if present_uri.path is not None else False
+    confine = conn.confine
+    if confine is not None:
+        # Paths outside the root are left out of the watch (they never "appear"); a watched
+        # `present` path outside the root cannot be watched at all.
+        missing = [m for m in missing if m is not None and confine.inside(m)]
+        if isinstance(present, str) and not confine.inside(present):
+            present = False
     return {"watching": conn.watcher.watch(p["watchId"], missing, present)}
 
 
@@ -699,6 +781,41 @@ def _parse(raw: str | bytes) -> object:
     raise ValueError("expected value at line 1 column 1")
 
 
+# --------------------------------------------------------------------------- logging
+
+_SECRET_MEMBERS = frozenset(
+    {"dataBase64", "chunk", "bodyBase64", "deltaBase64", "env", "set", "headers"}
+)
+"""Members whose values are file contents, process I/O, environment values or HTTP headers
+(which may carry credentials): never logged, only their size."""
+_PREVIEW_CHARS = 200
+
+
+def _redact(value: object) -> object:
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            if key in _SECRET_MEMBERS and item is not None:
+                size = len(item) if isinstance(item, (str, list, dict)) else 1
+                out[key] = f"<{size} redacted>"
+            else:
+                out[key] = _redact(item)
+        return out
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    return value
+
+
+def redacted(message: object) -> str:
+    """A log preview of a decoded message: data, env and header values replaced by sizes.
+
+    Used for every frame the server logs, so ``-vv`` never shows file contents, process
+    input or output, environment values or credentials.
+    """
+    text = json.dumps(_redact(message), ensure_ascii=False)
+    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "..."
+
+
 # --------------------------------------------------------------------------- workers
 
 
@@ -781,8 +898,10 @@ class Connection:
         pollers: int = DEFAULT_POLLERS,
         max_pending: int = DEFAULT_MAX_PENDING,
         name: str | None = None,
+        confine: Confinement | None = None,
     ) -> None:
         self.name = name or str(next(_conn_ids))
+        self.confine = confine
         self._registry = registry
         self._outbox = outbox
         self._parse_error_prefix = parse_error_prefix
@@ -805,6 +924,11 @@ class Connection:
         return self._session
 
     @property
+    def root(self) -> str | None:
+        """The ``--root`` directory (real path), or None when paths are not confined."""
+        return None if self.confine is None else self.confine.root
+
+    @property
     def session_id(self) -> str | None:
         return None if self._session is None else self._session.id
 
@@ -814,14 +938,14 @@ class Connection:
         """Process one incoming message. Returns False when the connection must be closed."""
         if self._lost:
             return False
-        if log.isEnabledFor(logging.DEBUG):
-            preview = raw[:200] if isinstance(raw, str) else raw[:200].decode("utf-8", "replace")
-            log.debug("conn %s <- %s", self.name, preview)
         try:
             msg = _parse(raw)
         except ValueError as exc:
+            log.debug("conn %s <- unparseable message of %d characters", self.name, len(raw))
             self._parse_error(str(exc))
             return True
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("conn %s <- %s", self.name, redacted(msg))
         if not isinstance(msg, dict):
             self._parse_error("expected a JSON-RPC object")
             return True
@@ -963,7 +1087,8 @@ class Connection:
         )
         self._outbox.put(
             encode_response(
-                request_id, {"sessionId": session.id, "environmentInfo": environment_info()}
+                request_id,
+                {"sessionId": session.id, "environmentInfo": environment_info(cwd=self.root)},
             )
         )
         # Connected only now, so no process notification overtakes the initialize answer.

@@ -163,7 +163,10 @@ class HttpRequester:
             # 4xx/5xx are answers, not failures.
             return exc  # type: ignore[return-value]
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            log.debug("http/request %s %s failed: %s", method, url, exc)
+            # Without query and userinfo: a signed URL's query or a user:password is a secret.
+            safe = urllib.parse.urlsplit(url)
+            where = f"{safe.scheme}://{safe.netloc.rpartition('@')[2]}{safe.path}"
+            log.debug("http/request %s %s failed: %s", method, where, exc)
             raise errors.InternalError(
                 -32603, f"http/request failed: error sending request for url ({_display_url(url)})"
             ) from exc

@@ -68,13 +68,17 @@ def _cwd() -> str:
         return _home()
 
 
-def environment_info() -> dict[str, Any]:
-    """The ``environment/info`` result (also ``initialize``'s ``environmentInfo``)."""
+def environment_info(cwd: str | None = None) -> dict[str, Any]:
+    """The ``environment/info`` result (also ``initialize``'s ``environmentInfo``).
+
+    ``cwd``: what to report as the working directory (the ``--root`` directory, where
+    processes start by default); the server's own working directory when None.
+    """
     return {
         "shell": _shell(),
         "executorVersion": executor_version(),
         "providerId": _provider_id(),
-        "cwd": path_to_uri(_cwd()),
+        "cwd": path_to_uri(cwd if cwd is not None else _cwd()),
         "userHomeDir": path_to_uri(_home()),
         "platformOs": platform_name(),
         "prependPathDirs": [],

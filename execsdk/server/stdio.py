@@ -10,11 +10,14 @@ Standard library only (no websockets): this is what the embedded default environ
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
 from typing import BinaryIO
 
+from execsdk._local_process import LocalProcessBackend
+from execsdk.server.confine import Confinement
 from execsdk.server.dispatch import SERVING, Connection
 from execsdk.server.session import DEFAULT_SESSION_GRACE, Outbox, SessionRegistry
 
@@ -32,13 +35,19 @@ def serve_stdio(
     stop: threading.Event | None = None,
     session_grace: float = DEFAULT_SESSION_GRACE,
     close_timeout: float = 5.0,
+    root: str | None = None,
 ) -> None:
     """Serve one connection on ``stdin``/``stdout`` (default: the process's) until EOF.
 
     ``stop`` is set here when serving ends (a signal handler that interrupts the read checks it,
     so it never interrupts the cleanup); set by someone else, serving ends before the next
     message. On return every process of the session has been killed and the output is flushed.
+    ``root`` confines every path to that directory (``confine.py``).
+
+    Raises:
+        OSError: ``root`` is not an existing directory (before anything is read).
     """
+    confine = Confinement(root) if root is not None else None
     source = stdin if stdin is not None else sys.stdin.buffer
     sink = stdout if stdout is not None else sys.stdout.buffer
     write_lock = threading.Lock()
@@ -49,9 +58,15 @@ def serve_stdio(
             sink.write(data)
             sink.flush()
 
-    registry = SessionRegistry(grace=session_grace)
+    if confine is None:
+        registry = SessionRegistry(grace=session_grace)
+    else:
+        factory = functools.partial(LocalProcessBackend, default_cwd=confine.root)
+        registry = SessionRegistry(grace=session_grace, backend_factory=factory)
     outbox = Outbox(send, name="execsdk-serve-writer-stdio")
-    conn = Connection(registry, outbox, parse_error_prefix=PARSE_ERROR_PREFIX, name="stdio")
+    conn = Connection(
+        registry, outbox, parse_error_prefix=PARSE_ERROR_PREFIX, name="stdio", confine=confine
+    )
     SERVING.active = True
     try:
         while stop is None or not stop.is_set():

@@ -2,9 +2,14 @@
 
 HTTP behaviour follows codex 0.169 (PROTOCOL.md §1): a request carrying an ``Origin`` header is
 refused with 403 (browsers must not reach the server); ``GET /readyz`` answers 200; a plain
-``GET /`` gets 400; other paths 404. With a capability token configured the upgrade needs
-``Authorization: Bearer <token>`` (401 otherwise, compared in constant time). Messages up to
-64 MiB are accepted, in frames of up to 16 MiB; the server pings every 30 s.
+``GET /`` gets 400; other paths 404. With an authenticator configured (``auth.py``: a
+capability token or HS256-signed JWTs) the upgrade needs ``Authorization: Bearer <token>``
+(401 otherwise, with a fixed phrase as body). Messages up to 64 MiB are accepted, in frames of
+up to 16 MiB; the server pings every 30 s. With ``root`` every path is confined to that
+directory (``confine.py``).
+
+websockets logs handshake headers and frame previews at DEBUG; its logger here is wrapped so
+that the ``Authorization`` header and frame contents never reach the log.
 
 Every connection runs on a websockets handler thread (renamed ``execsdk-serve-conn-<n>``) that
 feeds :class:`~execsdk.server.dispatch.Connection`; replies leave through the connection's
@@ -13,18 +18,23 @@ feeds :class:`~execsdk.server.dispatch.Connection`; replies leave through the co
 
 from __future__ import annotations
 
-import hmac
+import functools
 import http
 import itertools
 import logging
 import threading
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
+from execsdk._local_process import LocalProcessBackend
+from execsdk.server.auth import Authenticator, CapabilityToken
+from execsdk.server.confine import Confinement
 from execsdk.server.dispatch import SERVING, Connection
 from execsdk.server.session import DEFAULT_SESSION_GRACE, Outbox, SessionRegistry
 
@@ -46,6 +56,45 @@ def _plain(status: int, body: str = "") -> Response:
     headers["Content-Length"] = str(len(body.encode()))
     phrase = http.HTTPStatus(status).phrase
     return Response(status, phrase, headers, body.encode())
+
+
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets' logger with credentials and frame contents taken out.
+
+    websockets logs each handshake header (``< Authorization: Bearer ...``) and a preview of
+    each frame at DEBUG; here the header value becomes ``<redacted>`` and a frame becomes its
+    type and size. Thread-safety: stateless; any thread.
+    """
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        if (
+            msg in ("< %s: %s", "> %s: %s")
+            and len(args) == 2
+            and str(args[0]).lower() in _SECRET_HEADERS
+        ):
+            args = (args[0], "<redacted>")
+        elif msg in ("< %s", "> %s") and len(args) == 1 and isinstance(args[0], Frame):
+            frame = args[0]
+            args = (f"{frame.opcode.name} [{len(frame.data)} bytes]",)
+        self.logger.log(level, msg, *args, **kwargs)
+
+
+_WS_LOGGER = _RedactingLogger(logging.getLogger("websockets.server"), {})
+
+
+def _backend_factory(confine: Confinement | None) -> Callable[[], LocalProcessBackend]:
+    """Process backends whose default cwd is the ``--root`` directory (if any)."""
+    if confine is None:
+        return LocalProcessBackend
+    return functools.partial(LocalProcessBackend, default_cwd=confine.root)
 
 
 def _peer(address: Any) -> str:
@@ -72,12 +121,35 @@ class WsServer:
         port: int = 0,
         *,
         token: str | None = None,
+        auth: Authenticator | None = None,
+        root: str | None = None,
         session_grace: float = DEFAULT_SESSION_GRACE,
         registry: SessionRegistry | None = None,
         workers: int | None = None,
     ) -> None:
-        self._token = token.encode() if token is not None else None
-        self.registry = registry if registry is not None else SessionRegistry(grace=session_grace)
+        """Bind the socket.
+
+        Args:
+            token: shorthand for ``auth=CapabilityToken(token)``.
+            auth: who may connect (``execsdk.server.auth``); None lets everyone in.
+            root: confine every path of every request to this directory (it must exist);
+                processes start there by default.
+
+        Raises:
+            OSError: the address cannot be bound, or ``root`` is not a directory.
+            ValueError: both ``token`` and ``auth`` given.
+        """
+        if token is not None:
+            if auth is not None:
+                raise ValueError("give token or auth, not both")
+            auth = CapabilityToken(token)
+        self._auth = auth
+        self.confine = Confinement(root) if root is not None else None
+        if registry is None:
+            registry = SessionRegistry(
+                grace=session_grace, backend_factory=_backend_factory(self.confine)
+            )
+        self.registry = registry
         self._workers = workers
         self._lock = threading.Lock()
         self._shut_down = False
@@ -93,6 +165,7 @@ class WsServer:
             ping_interval=PING_INTERVAL,
             ping_timeout=PING_TIMEOUT,
             close_timeout=1.0,
+            logger=_WS_LOGGER,
         )
         sockname = self._server.socket.getsockname()
         self.host: str = sockname[0]
@@ -121,15 +194,12 @@ class WsServer:
         ]
         if "upgrade" not in connection_tokens:
             return _plain(400, "Connection header did not include 'upgrade'")
-        if self._token is not None:
-            auth = headers.get("Authorization")
-            if auth is None:
-                return _plain(401, "missing websocket bearer token")
-            scheme, _, credential = auth.strip().partition(" ")
-            if scheme.lower() != "bearer":
-                return _plain(401, "invalid authorization header")
-            if not hmac.compare_digest(credential.strip().encode(), self._token):
-                return _plain(401, "invalid websocket bearer token")
+        if self._auth is not None:
+            values = headers.get_all("Authorization")
+            refusal = self._auth.refusal(values[0] if values else None)
+            if refusal is not None:
+                log.info("refused an unauthenticated upgrade: %s", refusal)
+                return _plain(401, refusal)
         return None
 
     # -- connections -------------------------------------------------------------------------
@@ -153,6 +223,7 @@ class WsServer:
                 f"failed to parse websocket JSON-RPC message from exec-server websocket {peer}"
             ),
             name=str(number),
+            confine=self.confine,
             **extra,
         )
         try:

@@ -1,0 +1,318 @@
+"""Helpers shared by the reliability tests: resource counters, test programs, a fake server.
+
+* ``fd_count`` / ``wait_fds_at_most``: open file descriptors of this test process;
+* ``server_tree`` / ``zombies_of``: the processes below a server's pid, via psutil;
+* ``stream_script`` / ``expected_stream``: a paced program writing a recognisable byte stream
+  (each 64 KiB block starts with its number, so a lost, repeated or reordered block shows);
+* ``FakeServer``: a tiny WebSocket server on the ``websockets`` sync API whose per-connection
+  behaviour is a plain function, for servers that misbehave on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import psutil
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import Server, ServerConnection, serve
+
+BLOCK = 64 * 1024
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def fd_count() -> int:
+    """Open file descriptors of this process."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def wait_fds_at_most(limit: int, timeout: float = 5.0) -> int:
+    """Wait until at most ``limit`` descriptors are open; returns the final count.
+
+    Sockets closed by other threads (readers, proxy pumps) may take a moment to go.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        n = fd_count()
+        if n <= limit or time.monotonic() > end:
+            return n
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def no_fd_leak(slack: int = 0, timeout: float = 5.0) -> Iterator[None]:
+    """Assert the block leaves no more descriptors open than it found (+ ``slack``)."""
+    before = fd_count()
+    yield
+    after = wait_fds_at_most(before + slack, timeout)
+    if after > before + slack:
+        names = sorted(
+            os.readlink(f"/proc/self/fd/{fd}")
+            for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")
+        )
+        raise AssertionError(f"file descriptors leaked: {before} before, {after} after: {names}")
+
+
+def server_tree(pid: int) -> list[psutil.Process]:
+    """Every live process below ``pid`` (recursive); empty if ``pid`` is gone."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def zombies_of(pid: int) -> list[psutil.Process]:
+    """Zombie processes below ``pid``."""
+    out = []
+    for child in server_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                out.append(child)
+    return out
+
+
+def wait_no_zombies(pid: int, timeout: float = 5.0) -> list[psutil.Process]:
+    """Wait until no zombie is left below ``pid``; returns the zombies still there.
+
+    A server reaps a child just after reporting it closed, so a zombie may show for a moment.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        found = zombies_of(pid)
+        if not found or time.monotonic() > end:
+            return found
+        time.sleep(0.05)
+
+
+def wait_children_at_most(pid: int, limit: int, timeout: float = 10.0) -> list[psutil.Process]:
+    """Wait until at most ``limit`` processes are below ``pid``; returns what is left."""
+    end = time.monotonic() + timeout
+    while True:
+        kids = server_tree(pid)
+        if len(kids) <= limit or time.monotonic() > end:
+            return kids
+        time.sleep(0.1)
+
+
+def rss(pid: int | None = None) -> int:
+    """Resident set size in bytes of ``pid`` (default: this process)."""
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+# --------------------------------------------------------------------------- test programs
+
+
+def stream_script(total: int, rate: float | None = None) -> list[str]:
+    """argv of a program writing ``expected_stream(total)`` to stdout, then exiting 7.
+
+    ``rate`` (bytes per second) paces it, so a client keeps up and a short disconnect costs
+    less than the server's 1 MiB of retained output.
+    """
+    code = (
+        "import struct, sys, time\n"
+        f"total, rate, block = {total}, {rate!r}, {BLOCK}\n"
+        "out = sys.stdout.buffer\n"
+        "start = time.monotonic()\n"
+        "sent = 0\n"
+        "i = 0\n"
+        "while sent < total:\n"
+        "    n = min(block, total - sent)\n"
+        "    head = struct.pack('>Q', i)\n"
+        "    out.write((head + bytes([i % 251]) * (block - 8))[:n])\n"
+        "    out.flush()\n"
+        "    sent += n\n"
+        "    i += 1\n"
+        "    if rate:\n"
+        "        ahead = sent / rate - (time.monotonic() - start)\n"
+        "        if ahead > 0:\n"
+        "            time.sleep(ahead)\n"
+        "sys.exit(7)\n"
+    )
+    return ["python3", "-c", code]
+
+
+def expected_stream(total: int) -> bytes:
+    """What ``stream_script(total)`` writes."""
+    parts = []
+    sent = 0
+    i = 0
+    while sent < total:
+        n = min(BLOCK, total - sent)
+        parts.append((struct.pack(">Q", i) + bytes([i % 251]) * (BLOCK - 8))[:n])
+        sent += n
+        i += 1
+    return b"".join(parts)
+
+
+def describe_mismatch(got: bytes, want: bytes) -> str:
+    """A short account of where two streams differ (for assertion messages)."""
+    if got == want:
+        return "equal"
+    first = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None)
+    if first is None:
+        first = min(len(got), len(want))
+    block = first // BLOCK
+    return (
+        f"got {len(got)} bytes, want {len(want)}; first difference at byte {first} "
+        f"(block {block}); sha256 got {hashlib.sha256(got).hexdigest()[:12]} "
+        f"want {hashlib.sha256(want).hexdigest()[:12]}"
+    )
+
+
+# --------------------------------------------------------------------------- fake server
+
+FAKE_ENV_INFO: dict[str, Any] = {
+    "shell": {"name": "bash", "path": "/bin/bash"},
+    "executorVersion": "fake",
+    "cwd": "file:///tmp",
+    "userHomeDir": "file:///root",
+    "platformOs": "linux",
+    "tempDir": "file:///tmp",
+    "capabilities": {},
+}
+
+
+class FakeConn:
+    """One connection to :class:`FakeServer`, driven by the test's behaviour function.
+
+    Thread-safety: used only by its handler thread.
+    """
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+
+    def recv(self, timeout: float | None = 10.0) -> dict[str, Any]:
+        """The next message, decoded (``TimeoutError`` after ``timeout``)."""
+        raw = self.ws.recv(timeout)
+        msg: dict[str, Any] = json.loads(raw)
+        return msg
+
+    def recv_request(self, method: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """The next request (notifications are skipped), optionally checking its method."""
+        while True:
+            msg = self.recv(timeout)
+            if "id" in msg:
+                if method is not None and msg.get("method") != method:
+                    raise AssertionError(f"expected {method}, got {msg!r}")
+                return msg
+
+    def send(self, obj: Any) -> None:
+        self.ws.send(obj if isinstance(obj, str) else json.dumps(obj))
+
+    def reply(self, request: dict[str, Any], result: Any) -> None:
+        self.send({"id": request["id"], "result": result})
+
+    def error(self, request: dict[str, Any], code: int, message: str) -> None:
+        self.send({"id": request["id"], "error": {"code": code, "message": message}})
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        self.send({"method": method, "params": params})
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes straight onto the TCP socket, bypassing WebSocket framing."""
+        self.ws.socket.sendall(data)
+
+    def abort(self) -> None:
+        """Close the TCP connection without a closing handshake."""
+        with contextlib.suppress(OSError):
+            self.ws.socket.shutdown(socket.SHUT_RDWR)
+
+    def handshake(self, session_id: str = "fake-session") -> dict[str, Any]:
+        """Answer ``initialize`` like a G2 server and wait for ``initialized``."""
+        init = self.recv_request("initialize")
+        self.reply(init, {"sessionId": session_id, "environmentInfo": FAKE_ENV_INFO})
+        note = self.recv()
+        if note.get("method") != "initialized":
+            raise AssertionError(f"expected initialized, got {note!r}")
+        return init
+
+    def idle(self, timeout: float = 30.0) -> None:
+        """Read and drop messages until the client goes away or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            try:
+                self.ws.recv(left)
+            except (TimeoutError, ConnectionClosed):
+                return
+
+
+Behaviour = Callable[[FakeConn], None]
+
+
+class FakeServer:
+    """A WebSocket server whose every connection runs ``behaviour(conn)`` on its own thread.
+
+    Errors raised by the behaviour are kept in :attr:`errors` (a test can assert it is empty).
+    Thread-safety: construct and close from the test thread.
+    """
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self._behaviour = behaviour
+        self.errors: list[BaseException] = []
+        self.connections = 0
+        self._server: Server = serve(
+            self._handle,
+            "127.0.0.1",
+            0,
+            max_size=None,
+            compression=None,
+            ping_interval=None,
+            close_timeout=1.0,
+        )
+        self.port: int = self._server.socket.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fakeserver-accept", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        try:
+            self._behaviour(FakeConn(ws))
+        except ConnectionClosed:
+            pass
+        except BaseException as exc:  # kept for the test to inspect
+            print(f"fake server behaviour failed: {exc!r}", file=sys.stderr)
+            self.errors.append(exc)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._thread.join(5)
+
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def ws_frame_header(opcode: int, length: int, *, fin: bool = True) -> bytes:
+    """An unmasked server-to-client WebSocket frame header announcing ``length`` bytes."""
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        return bytes([first, length])
+    if length < 1 << 16:
+        return bytes([first, 126]) + struct.pack(">H", length)
+    return bytes([first, 127]) + struct.pack(">Q", length)
