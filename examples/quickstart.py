@@ -14,7 +14,7 @@ import execsdk
 
 def main() -> int:
     with execsdk.connect() as env:
-        print(f"connected: {env!r}")
+        print(f"connected: {env!r}", flush=True)
         proc = env.spawn(
             ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.1; done; echo done >&2"]
         )
@@ -22,7 +22,7 @@ def main() -> int:
             target = sys.stdout if chunk.stream != "stderr" else sys.stderr
             target.write(chunk.data.decode("utf-8", "replace"))
             target.flush()
-        print(f"exit code {proc.wait(timeout=10)}")
+        print(f"exit code {proc.wait(timeout=10)}", flush=True)
 
         path = posixpath.join(env.info.temp_dir, "execsdk-quickstart.txt")
         env.fs.write_text(path, "hello from execsdk\n")

@@ -208,6 +208,14 @@ def test_server_killed_mid_call_fails_every_waiter_fast(kind: str) -> None:
 
     server = start_kind(kind)
     c = Client.connect(server.url, timeout=30.0)
+    try:
+        _kill_server_during_calls(server, c)
+    finally:
+        c.close()
+        server.stop()
+
+
+def _kill_server_during_calls(server: Any, c: Client) -> None:
     c.process_start(process_id="s", argv=["sleep", "30"], cwd="/", env={})
     errors_seen: list[BaseException] = []
 
@@ -226,13 +234,10 @@ def test_server_killed_mid_call_fails_every_waiter_fast(kind: str) -> None:
     for t in threads:
         t.join(5)
     elapsed = time.monotonic() - killed_at
-    try:
-        assert len(errors_seen) == 20
-        assert all(isinstance(e, errors.ConnectionLost) for e in errors_seen)
-        assert elapsed < 3.0  # 2 s after the kill, plus the kill itself
-        assert not c.rpc.reader_thread.is_alive() or c.rpc.wait_closed(2)
-    finally:
-        c.close()
+    assert len(errors_seen) == 20
+    assert all(isinstance(e, errors.ConnectionLost) for e in errors_seen)
+    assert elapsed < 3.0  # 2 s after the kill, plus the kill itself
+    assert not c.rpc.reader_thread.is_alive() or c.rpc.wait_closed(2)
 
 
 def test_bad_token_is_refused_with_a_hint(tmp_path: Path) -> None:
