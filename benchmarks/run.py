@@ -1,287 +1,617 @@
-"""execsdk benchmarks: the SDK next to a hand-written websocket-client loop, in one run.
+"""execsdk benchmarks: the SDK next to the same workload written raw, measured in one run.
 
-Usage: python benchmarks/run.py [--quick] [--only NAME ...] [--servers codex-0.169.0,ours]
+Usage: python benchmarks/run.py [--quick] [--servers codex-0.169.0,ours] [--only BENCH ...]
+                                [--repeat N] [--json PATH]
 
-Every figure is printed next to its baseline (a raw websocket-client loop, tuned with
-skip_utf8_validation and TCP_NODELAY; or local subprocess) and written to
-benchmarks/results.json. Numbers are measurements on this machine, not assertions.
+Starts codex 0.169.0 and our server (``execsdk serve``) and measures, for each server, every
+figure next to (a) the same workload written directly on websocket-client with no SDK, tuned
+(skip_utf8_validation, TCP_NODELAY, TCP_QUICKACK re-armed after each receive, orjson and
+pybase64 when installed), and (b) the local equivalent where one exists. Each measurement runs
+in a fresh child process (so memory and CPU figures do not pollute each other); with
+``--repeat N`` the raw and SDK runs alternate N times and the median is kept. Prints a table
+and writes ``benchmarks/results.json``. Numbers are measurements, not assertions.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import itertools
 import json
 import os
 import platform
-import socket
+import shlex
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import websocket
-
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-from tests.servers import ServerHandle, start_kind  # noqa: E402
-
-import execsdk  # noqa: E402
-from execsdk.client import Client  # noqa: E402
-
-RESULTS: list[dict[str, Any]] = []
+MiB = 2**20
+SERVERS = "codex-0.169.0,ours"
+BENCHES = ("call_latency", "calls_per_s", "run_true", "stdout", "stdin", "fs")
 
 
-def record(bench: str, server: str, subject: str, **figures: float | str) -> None:
-    row = {"bench": bench, "server": server, "subject": subject, **figures}
-    RESULTS.append(row)
-    shown = "  ".join(
-        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Measure:
+    """One workload on one server (or locally), run for each subject."""
+
+    key: str  # e.g. "fs_read_1MiB"
+    bench: str  # the workload function
+    subjects: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sizes:
+    calls: int
+    pipelined: int
+    runs: int
+    naive_runs: int
+    stream: int
+    stdin: int
+    small_total: int
+    large: int
+    repeat: int
+
+    @classmethod
+    def pick(cls, quick: bool, repeat: int | None) -> Sizes:
+        if quick:
+            return cls(300, 3000, 30, 10, 32 * MiB, 16 * MiB, 8 * MiB, 32 * MiB, repeat or 1)
+        return cls(2000, 20000, 200, 40, 256 * MiB, 64 * MiB, 64 * MiB, 256 * MiB, repeat or 3)
+
+
+def _mib(n: int) -> str:
+    return f"{n // MiB}MiB"
+
+
+def plan(s: Sizes, workdir: Path) -> tuple[list[Measure], list[Measure]]:
+    """(per-server measures, local measures)."""
+    small, large = MiB, s.large
+    src_small, src_large = workdir / "src-small", workdir / "src-large"
+    remote = [
+        Measure("call_latency", "call_latency", ("raw", "execsdk"), {"n": s.calls}),
+        Measure(
+            "calls_per_s",
+            "calls_per_s",
+            ("raw", "execsdk"),
+            {"n": s.pipelined, "cap": 128, "threads": 8},
+        ),
+        Measure("run_true", "run_true", ("raw", "execsdk"), {"n": s.runs}),
+        Measure("run_true_naive", "run_true", ("raw naive",), {"n": s.naive_runs}),
+        Measure(
+            f"stdout_{_mib(s.stream)}",
+            "stdout",
+            ("raw", "execsdk", "raw stdlib", "execsdk stdlib"),
+            {"size": s.stream},
+        ),
+        Measure(
+            f"stdin_{_mib(s.stdin)}", "stdin", ("raw", "execsdk"), {"size": s.stdin, "piece": MiB}
+        ),
+        Measure(
+            f"fs_read_{_mib(small)}",
+            "fs_read",
+            ("raw readFile", "execsdk"),
+            {"size": small, "total": s.small_total, "path": str(src_small)},
+        ),
+        Measure(
+            f"fs_write_{_mib(small)}",
+            "fs_write",
+            ("raw writeFile", "execsdk"),
+            {"size": small, "total": s.small_total, "path": str(workdir / "dst-small")},
+        ),
+        Measure(
+            f"fs_read_{_mib(large)}",
+            "fs_read",
+            ("raw blocks", "raw readFile", "execsdk"),
+            {"size": large, "total": large, "path": str(src_large), "depth": 4},
+        ),
+        Measure(
+            f"fs_write_{_mib(large)}",
+            "fs_write",
+            ("raw blocks", "execsdk"),
+            {"size": large, "total": large, "path": str(workdir / "dst-large"), "depth": 4},
+        ),
+    ]
+    local = [
+        Measure("call_latency", "call_latency", ("local",), {"n": s.calls}),
+        Measure("run_true", "run_true", ("local",), {"n": s.runs}),
+        Measure(f"stdout_{_mib(s.stream)}", "stdout", ("local",), {"size": s.stream}),
+        Measure(f"stdin_{_mib(s.stdin)}", "stdin", ("local",), {"size": s.stdin, "piece": MiB}),
+        Measure(
+            f"fs_read_{_mib(small)}",
+            "fs_read",
+            ("local",),
+            {"size": small, "total": s.small_total, "path": str(src_small)},
+        ),
+        Measure(
+            f"fs_write_{_mib(small)}",
+            "fs_write",
+            ("local",),
+            {"size": small, "total": s.small_total, "path": str(workdir / "dst-small")},
+        ),
+        Measure(
+            f"fs_read_{_mib(large)}",
+            "fs_read",
+            ("local",),
+            {"size": large, "total": large, "path": str(src_large)},
+        ),
+        Measure(
+            f"fs_write_{_mib(large)}",
+            "fs_write",
+            ("local",),
+            {"size": large, "total": large, "path": str(workdir / "dst-large")},
+        ),
+    ]
+    return remote, local
+
+
+def _bench_group(m: Measure) -> str:
+    return "fs" if m.bench.startswith("fs_") else m.bench
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_child(spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; its figures come back as JSON."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            figures: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return figures
+    raise RuntimeError(
+        f"measurement {spec['bench']}/{spec['subject']} failed (exit {proc.returncode}):\n"
+        + proc.stderr[-3000:]
     )
-    print(f"{bench:<26} {server:<15} {subject:<22} {shown}", flush=True)
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+def make_files(workdir: Path, sizes: Sizes) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(MiB)
+    for name, size in (("src-small", MiB), ("src-large", sizes.large)):
+        with open(workdir / name, "wb") as f:
+            for _ in range(size // MiB):
+                f.write(block)
 
 
-# --------------------------------------------------------------------------- raw baseline
+@dataclass
+class Results:
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    agg: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, server: str, key: str, subject: str, figures: dict[str, Any]) -> None:
+        self.samples.append({"server": server, "measure": key, "subject": subject, **figures})
+
+    def aggregate(self) -> None:
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for s in self.samples:
+            groups.setdefault((s["server"], s["measure"], s["subject"]), []).append(s)
+        for k, rows in groups.items():
+            merged: dict[str, Any] = {"runs": len(rows)}
+            for name in rows[0]:
+                values = [r[name] for r in rows if isinstance(r.get(name), (int, float))]
+                if name not in ("server", "measure", "subject") and values:
+                    merged[name] = statistics.median(values)
+            self.agg[k] = merged
+
+    def get(self, server: str, key: str, subject: str, figure: str) -> float | None:
+        value = self.agg.get((server, key, subject), {}).get(figure)
+        return None if value is None else float(value)
 
 
-class RawClient:
-    """The hand-written baseline: websocket-client, no SDK, tuned."""
+def measure_all(
+    servers: list[str], sizes: Sizes, only: set[str] | None, workdir: Path, res: Results
+) -> dict[str, str]:
+    from tests.servers import start_kind
 
-    def __init__(self, url: str) -> None:
-        self.ws = websocket.create_connection(
-            url,
-            suppress_origin=True,
-            skip_utf8_validation=True,
-            sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-        )
-        self.ids = itertools.count(1)
-        self.call("initialize", {"clientName": "raw"})
-        self.ws.send(json.dumps({"method": "initialized", "params": {}}))
-        self.g2 = True
+    remote, local = plan(sizes, workdir)
+    versions: dict[str, str] = {}
 
-    def quickack(self) -> None:
-        sock = self.ws.sock
-        if sock is not None and hasattr(socket, "TCP_QUICKACK"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    def wanted(m: Measure) -> bool:
+        return only is None or _bench_group(m) in only or m.key in only
 
-    def call(self, method: str, params: Any) -> Any:
-        rid = next(self.ids)
-        self.ws.send(json.dumps({"id": rid, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            self.quickack()
-            if msg.get("id") == rid:
-                return msg.get("result", msg.get("error"))
-
-    def close(self) -> None:
-        self.ws.close()
-
-
-def uri(path: str, g2: bool) -> str:
-    return Path(path).as_uri() if g2 else path
-
-
-# --------------------------------------------------------------------------- benches
-
-
-def bench_call_latency(server: ServerHandle, n: int) -> None:
-    g2 = server.generation == "G2"
-    raw = RawClient(server.url)
-    lat: list[float] = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        raw.call("fs/getMetadata", {"path": uri("/", g2)})
-        lat.append(time.perf_counter() - t0)
-    raw.close()
-    record(
-        "call_latency_ms", server.name, "raw websocket-client",
-        p50=pct(lat, 0.5) * 1e3, p99=pct(lat, 0.99) * 1e3,
-    )
-    with Client.connect(server.url) as c:
-        lat = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            c.fs_get_metadata(path="/")
-            lat.append(time.perf_counter() - t0)
-    record(
-        "call_latency_ms", server.name, "execsdk Client",
-        p50=pct(lat, 0.5) * 1e3, p99=pct(lat, 0.99) * 1e3,
-    )
-
-
-def bench_pipelined(server: ServerHandle, n: int, cap: int = 128) -> None:
-    g2 = server.generation == "G2"
-    raw = RawClient(server.url)
-    params = {"path": uri("/", g2)}
-    slots = threading.Semaphore(cap)
-    got = [0]
-    done = threading.Event()
-
-    def reader() -> None:
-        while got[0] < n:
-            json.loads(raw.ws.recv())
-            got[0] += 1
-            slots.release()
-        done.set()
-
-    t = threading.Thread(target=reader, daemon=True)
-    t0 = time.perf_counter()
-    t.start()
-    for i in range(n):
-        slots.acquire()
-        raw.ws.send(json.dumps({"id": 1000 + i, "method": "fs/getMetadata", "params": params}))
-    done.wait(300)
-    raw_rate = n / (time.perf_counter() - t0)
-    raw.close()
-    record("calls_per_s", server.name, f"raw pipelined cap={cap}", rate=raw_rate)
-
-    with Client.connect(server.url, max_in_flight=cap) as c:
-        per = n // 8
-
-        def worker() -> None:
-            for _ in range(per):
-                c.fs_get_metadata(path="/")
-
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        t0 = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        rate = per * 8 / (time.perf_counter() - t0)
-    record("calls_per_s", server.name, "execsdk 8 threads", rate=rate)
-
-
-def bench_run_true(server: ServerHandle | None, n: int) -> None:
-    if server is None:
-        lat = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            subprocess.run(["true"], check=True)
-            lat.append(time.perf_counter() - t0)
-        record("run_true_ms", "local", "subprocess.run", p50=pct(lat, 0.5) * 1e3,
-               p99=pct(lat, 0.99) * 1e3)
-        return
-    g2 = server.generation == "G2"
-    raw = RawClient(server.url)
-    lat = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        pid = f"raw-{i}"
-        raw.call("process/start", {"processId": pid, "argv": ["true"], "cwd": uri("/tmp", g2),
-                                   "env": {}, "tty": False})
-        while True:
-            msg = json.loads(raw.ws.recv())
-            raw.quickack()
-            if msg.get("method") == "process/closed" and msg["params"]["processId"] == pid:
-                break
-        lat.append(time.perf_counter() - t0)
-    raw.close()
-    record("run_true_ms", server.name, "raw + NODELAY/QUICKACK", p50=pct(lat, 0.5) * 1e3,
-           p99=pct(lat, 0.99) * 1e3)
-    with execsdk.connect(server.url) as env:
-        lat = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            env.run(["true"], cwd="/tmp")
-            lat.append(time.perf_counter() - t0)
-    record("run_true_ms", server.name, "execsdk env.run", p50=pct(lat, 0.5) * 1e3,
-           p99=pct(lat, 0.99) * 1e3)
-
-
-STREAM_CMD = "head -c {n} /dev/zero"
-
-
-def bench_stdout(server: ServerHandle | None, size: int) -> None:
-    cmd = ["sh", "-c", STREAM_CMD.format(n=size)]
-    mb = size / 2**20
-    if server is None:
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, check=True).stdout
-        assert len(out) == size
-        record("stdout_MBps", "local", "subprocess.run", mbps=mb / (time.perf_counter() - t0))
-        return
-    g2 = server.generation == "G2"
-    raw = RawClient(server.url)
-    t0 = time.perf_counter()
-    raw.call("process/start", {"processId": "s", "argv": cmd, "cwd": uri("/tmp", g2), "env": {},
-                               "tty": False})
-    got = 0
-    while True:
-        msg = json.loads(raw.ws.recv())
-        if msg.get("method") == "process/output":
-            got += len(base64.b64decode(msg["params"]["chunk"]))
-        elif msg.get("method") == "process/closed":
-            break
-    raw_rate = mb / (time.perf_counter() - t0)
-    raw.close()
-    assert got == size, (got, size)
-    record("stdout_MBps", server.name, "raw websocket-client", mbps=raw_rate)
-    with execsdk.connect(server.url) as env:
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        proc = env.spawn(cmd, cwd="/tmp")
-        total = 0
-        for chunk in proc.output():
-            total += len(chunk.data)
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-        assert total == size, (total, size)
-    record("stdout_MBps", server.name, "execsdk output()", mbps=mb / elapsed,
-           cpu_ms_per_MB=cpu * 1e3 / mb)
-
-
-BENCHES: dict[str, Callable[..., None]] = {}
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small counts (for CI)")
-    parser.add_argument("--servers", default="codex-0.169.0,ours")
-    parser.add_argument("--only", nargs="*", default=None)
-    args = parser.parse_args()
-    n_calls = 200 if args.quick else 2000
-    n_pipe = 2000 if args.quick else 20000
-    n_runs = 20 if args.quick else 200
-    stream = (16 if args.quick else 64) * 2**20
-    only = set(args.only) if args.only else None
-
-    def want(name: str) -> bool:
-        return only is None or name in only
-
-    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cpus")
-    if want("run_true"):
-        bench_run_true(None, n_runs)
-    if want("stdout"):
-        bench_stdout(None, stream)
-    for kind in args.servers.split(","):
-        server = start_kind(kind, require=False)
+    for m in local:
+        if wanted(m):
+            for subject in m.subjects:
+                spec = {"bench": m.bench, "subject": subject, **m.params}
+                res.add("local", m.key, subject, run_child(spec))
+                _progress("local", m.key, subject, res.samples[-1])
+    for kind in servers:
         try:
-            if want("call_latency"):
-                bench_call_latency(server, n_calls)
-            if want("pipelined"):
-                bench_pipelined(server, n_pipe)
-            if want("run_true"):
-                bench_run_true(server, n_runs)
-            if want("stdout"):
-                bench_stdout(server, stream)
+            server = start_kind(kind, require=False)
+        except FileNotFoundError as exc:
+            print(f"skipping {kind}: {exc}", file=sys.stderr)
+            continue
+        try:
+            versions[kind] = _server_version(server.url)
+            for m in remote:
+                if not wanted(m):
+                    continue
+                for _ in range(sizes.repeat):
+                    for subject in m.subjects:
+                        spec = {"bench": m.bench, "subject": subject, "url": server.url}
+                        spec.update(m.params)
+                        if subject.endswith("stdlib") and subject.startswith("execsdk"):
+                            spec["no_fast"] = True
+                        res.add(kind, m.key, subject, run_child(spec))
+                        _progress(kind, m.key, subject, res.samples[-1])
         finally:
             server.stop()
-    out = REPO / "benchmarks" / "results.json"
-    out.write_text(json.dumps({"quick": args.quick, "results": RESULTS}, indent=2))
-    print(f"wrote {out}")
+    return versions
+
+
+def _server_version(url: str) -> str:
+    from benchmarks.rawws import RawClient
+
+    raw = RawClient(url)
+    raw.close()
+    return "G2" if raw.g2 else "G1"
+
+
+def _progress(server: str, key: str, subject: str, figures: dict[str, Any]) -> None:
+    shown = "  ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in figures.items()
+        if k in ("p50_ms", "p99_ms", "calls_per_s", "MBps", "cpu_ms_per_MB")
+        or k == "peak_rss_above_idle_MiB"
+    )
+    print(f"  {server:<14} {key:<18} {subject:<15} {shown}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- table
+
+
+@dataclass
+class Row:
+    bench: str
+    server: str
+    sdk: float | None
+    raw: float | None
+    local: float | None
+    unit: str
+    raw_label: str
+    target: str = ""
+    met: bool | None = None
+    ratio: float | None = None
+
+    def cells(self) -> list[str]:
+        def num(v: float | None) -> str:
+            if v is None:
+                return "-"
+            if v >= 1000:
+                return f"{v:,.0f}"
+            return f"{v:.3g}" if v < 10 else f"{v:.1f}"
+
+        verdict = "" if self.met is None else ("yes" if self.met else "**no**")
+        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}x"
+        raw = num(self.raw) + (f" ({self.raw_label})" if self.raw_label and self.raw else "")
+        return [
+            f"{self.bench} ({self.unit})",
+            self.server,
+            num(self.sdk),
+            raw,
+            ratio,
+            num(self.local),
+            self.target,
+            verdict,
+        ]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def build_rows(res: Results, servers: list[str], sizes: Sizes) -> list[Row]:
+    rows: list[Row] = []
+    g = res.get
+    stream, stdin_key = f"stdout_{_mib(sizes.stream)}", f"stdin_{_mib(sizes.stdin)}"
+    small, large = "1MiB", _mib(sizes.large)
+    for srv in servers:
+        if not any(k[0] == srv for k in res.agg):
+            continue
+        # Call latency.
+        sdk, raw = (
+            g(srv, "call_latency", "execsdk", "p50_ms"),
+            g(srv, "call_latency", "raw", "p50_ms"),
+        )
+        r = _ratio(sdk, raw)
+        rows.append(
+            Row(
+                "fs/getMetadata latency p50",
+                srv,
+                sdk,
+                raw,
+                g("local", "call_latency", "local", "p50_ms"),
+                "ms",
+                "raw loop",
+                "<= 1.3x raw",
+                None if r is None else r <= 1.3,
+                r,
+            )
+        )
+        sdk, raw = (
+            g(srv, "call_latency", "execsdk", "p99_ms"),
+            g(srv, "call_latency", "raw", "p99_ms"),
+        )
+        rows.append(
+            Row(
+                "fs/getMetadata latency p99",
+                srv,
+                sdk,
+                raw,
+                g("local", "call_latency", "local", "p99_ms"),
+                "ms",
+                "raw loop",
+                ratio=_ratio(sdk, raw),
+            )
+        )
+        sdk = g(srv, "calls_per_s", "execsdk", "calls_per_s")
+        raw = g(srv, "calls_per_s", "raw", "calls_per_s")
+        r = _ratio(sdk, raw)
+        rows.append(
+            Row(
+                "calls/s, 8 threads on one client",
+                srv,
+                sdk,
+                raw,
+                None,
+                "calls/s",
+                "raw pipelined, cap 128",
+                ">= raw",
+                None if r is None else r >= 1.0,
+                r,
+            )
+        )
+        # run(["true"]).
+        local50 = g("local", "run_true", "local", "p50_ms")
+        for q, slack in (("p50_ms", 1.0), ("p99_ms", 3.0)):
+            sdk, raw = g(srv, "run_true", "execsdk", q), g(srv, "run_true", "raw", q)
+            met = None if sdk is None or raw is None else sdk <= raw + slack
+            target = f"<= raw + {slack:g} ms"
+            if srv == "ours" and q == "p50_ms" and sdk is not None and local50:
+                met = bool(met) and sdk <= 3 * local50
+                target += ", <= 3x local"
+            rows.append(
+                Row(
+                    f'run(["true"]) {q[:3]}',
+                    srv,
+                    sdk,
+                    raw,
+                    g("local", "run_true", "local", q),
+                    "ms",
+                    "raw NODELAY+QUICKACK",
+                    target,
+                    met,
+                    _ratio(sdk, raw),
+                )
+            )
+        rows.append(
+            Row(
+                'run(["true"]) p50, naive raw loop',
+                srv,
+                None,
+                g(srv, "run_true_naive", "raw naive", "p50_ms"),
+                None,
+                "ms",
+                "no NODELAY/QUICKACK",
+            )
+        )
+        # stdout.
+        for sub_sdk, sub_raw, label in (
+            ("execsdk", "raw", "orjson+pybase64"),
+            ("execsdk stdlib", "raw stdlib", "json+base64"),
+        ):
+            sdk, raw = g(srv, stream, sub_sdk, "MBps"), g(srv, stream, sub_raw, "MBps")
+            r = _ratio(sdk, raw)
+            fast = sub_sdk == "execsdk"
+            rows.append(
+                Row(
+                    f"stdout {_mib(sizes.stream)}" + ("" if fast else ", no fast extra"),
+                    srv,
+                    sdk,
+                    raw,
+                    g("local", stream, "local", "MBps"),
+                    "MB/s",
+                    label,
+                    ">= 0.9x raw" if fast else "",
+                    (None if r is None else r >= 0.9) if fast else None,
+                    r,
+                )
+            )
+        sdk, raw = (
+            g(srv, stream, "execsdk", "cpu_ms_per_MB"),
+            g(srv, stream, "raw", "cpu_ms_per_MB"),
+        )
+        rows.append(
+            Row(
+                "stdout client CPU",
+                srv,
+                sdk,
+                raw,
+                g("local", stream, "local", "cpu_ms_per_MB"),
+                "ms/MB",
+                "orjson+pybase64",
+                ratio=_ratio(sdk, raw),
+            )
+        )
+        sdk = g(srv, stream, "execsdk", "peak_rss_above_idle_MiB")
+        rows.append(
+            Row(
+                "stdout peak RSS above idle",
+                srv,
+                sdk,
+                g(srv, stream, "raw", "peak_rss_above_idle_MiB"),
+                None,
+                "MiB",
+                "",
+                "<= 96 MiB",
+                None if sdk is None else sdk <= 96,
+            )
+        )
+        # stdin and fs.
+        for key, name, raws in (
+            (stdin_key, f"stdin {_mib(sizes.stdin)}", ("raw",)),
+            (f"fs_read_{small}", f"fs read {small}", ("raw readFile",)),
+            (f"fs_write_{small}", f"fs write {small}", ("raw writeFile",)),
+            (f"fs_read_{large}", f"fs read {large}", ("raw blocks", "raw readFile")),
+            (f"fs_write_{large}", f"fs write {large}", ("raw blocks",)),
+        ):
+            sdk = g(srv, key, "execsdk", "MBps")
+            best = max(((g(srv, key, sub, "MBps") or 0.0, sub) for sub in raws), default=(0.0, ""))
+            raw = best[0] or None
+            r = _ratio(sdk, raw)
+            rows.append(
+                Row(
+                    name,
+                    srv,
+                    sdk,
+                    raw,
+                    g("local", key, "local", "MBps"),
+                    "MB/s",
+                    best[1],
+                    ">= 0.9x raw",
+                    None if r is None else r >= 0.9,
+                    r,
+                )
+            )
+        sdk = g(srv, f"fs_read_{large}", "execsdk", "peak_rss_above_idle_MiB")
+        raw = max(
+            (g(srv, f"fs_read_{large}", sub, "peak_rss_above_idle_MiB") or 0.0)
+            for sub in ("raw blocks", "raw readFile")
+        )
+        rows.append(
+            Row(
+                f"fs read {large} peak RSS above idle",
+                srv,
+                sdk,
+                raw or None,
+                None,
+                "MiB",
+                "worst raw",
+                ratio=_ratio(sdk, raw or None),
+            )
+        )
+    # Our server against codex, through the SDK.
+    if "ours" in servers and any(k[0] == "ours" for k in res.agg):
+        other = next((s for s in servers if s.startswith("codex")), None)
+        if other is not None:
+            for key, name in (
+                (stream, f"stdout {_mib(sizes.stream)}"),
+                (stdin_key, f"stdin {_mib(sizes.stdin)}"),
+                (f"fs_read_{small}", f"fs read {small}"),
+                (f"fs_write_{small}", f"fs write {small}"),
+                (f"fs_read_{large}", f"fs read {large}"),
+                (f"fs_write_{large}", f"fs write {large}"),
+            ):
+                ours, theirs = g("ours", key, "execsdk", "MBps"), g(other, key, "execsdk", "MBps")
+                r = _ratio(ours, theirs)
+                rows.append(
+                    Row(
+                        f"{name}, ours vs {other}",
+                        "ours",
+                        ours,
+                        theirs,
+                        None,
+                        "MB/s",
+                        other,
+                        f">= {other}",
+                        None if r is None else r >= 1.0,
+                        r,
+                    )
+                )
+    return rows
+
+
+HEADER = ["benchmark", "server", "execsdk", "baseline (raw)", "ratio", "local", "target", "met"]
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (CI)")
+    parser.add_argument("--servers", default=SERVERS, help=f"comma-separated (default {SERVERS})")
+    parser.add_argument("--only", nargs="*", default=None, help=f"benches among {BENCHES}")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per figure (median)")
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        from benchmarks.workloads import run_child as child
+
+        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        return 0
+
+    sizes = Sizes.pick(args.quick, args.repeat)
+    servers = [s for s in args.servers.split(",") if s]
+    only = set(args.only) if args.only else None
+    workdir = Path(f"/tmp/execsdk-bench-{os.getpid()}")
+    command = "python benchmarks/run.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    fast = _have_fast()
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cpus, "
+        f"fast extra {'installed' if fast else 'missing'}; {command}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    res = Results()
+    try:
+        make_files(workdir, sizes)
+        versions = measure_all(servers, sizes, only, workdir, res)
+    finally:
+        for p in workdir.glob("*"):
+            p.unlink()
+        if workdir.exists():
+            workdir.rmdir()
+    res.aggregate()
+    rows = build_rows(res, servers, sizes)
+    print()
+    print(markdown(rows))
+    missed = [r for r in rows if r.met is False]
+    elapsed = time.perf_counter() - started
+    print(f"\n{len(rows)} rows, {len(missed)} targets missed, {elapsed:.0f} s")
+    out = {
+        "command": command,
+        "quick": args.quick,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "fast_extra": fast,
+        "servers": versions,
+        "repeat": sizes.repeat,
+        "seconds": elapsed,
+        "rows": [{**r.__dict__} for r in rows],
+        "aggregated": [
+            {"server": k[0], "measure": k[1], "subject": k[2], **v} for k, v in res.agg.items()
+        ],
+        "samples": res.samples,
+    }
+    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.json}")
     return 0
+
+
+def _have_fast() -> bool:
+    from benchmarks.rawws import HAVE_FAST
+
+    return HAVE_FAST
 
 
 if __name__ == "__main__":

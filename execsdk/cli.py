@@ -266,7 +266,7 @@ def _human_size(n: float) -> str:
 
 
 class _ProgressBar:
-    """``label [=====>    ]  45%  2.3 MiB/5.0 MiB  12.1 MiB/s`` redrawn in place on a terminal.
+    """``label [=====>    ]  45%   2.3 MiB / 5.0 MiB   12.1 MiB/s``, redrawn in place.
 
     Used as the ``progress(done, total)`` callback of ``fs.upload``/``download``; stays silent
     for transfers under :data:`PROGRESS_MIN`. Thread-safety: one thread (the transfer's).
@@ -301,9 +301,10 @@ class _ProgressBar:
     def _draw(self, done: int, total: int, now: float) -> None:
         fraction = done / total if total else 1.0
         elapsed = max(now - self._started, 1e-6)
+        # Fixed-width fields keep the bar from jittering as the numbers grow.
         tail = (
-            f" {fraction * 100:3.0f}%  {_human_size(done)}/{_human_size(total)}"
-            f"  {_human_size(done / elapsed)}/s"
+            f" {fraction * 100:3.0f}%  {_human_size(done):>10} / {_human_size(total)}"
+            f"  {_human_size(done / elapsed):>10}/s"
         )
         width = self._width() - 1
         label = self._label
@@ -361,8 +362,10 @@ def _stop_on_signals() -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         raise _Stopped(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
+    for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, handler)
 
 
 def _parse_env(items: Sequence[str] | None) -> dict[str, str]:

@@ -209,6 +209,39 @@ def test_run_output_is_flushed_live_and_ctrl_c_interrupts_the_remote_command(
             popen.communicate(timeout=10)
 
 
+def _gone(pid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_stops_the_remote_command_too(ours: ServerHandle) -> None:
+    popen = subprocess.Popen(
+        [*CLI, "run", "--url", ours.url, "--", "sh", "-c", "echo $$; exec sleep 30"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    try:
+        assert popen.stdout is not None
+        remote_pid = int(popen.stdout.readline())
+        popen.terminate()
+        popen.communicate(timeout=15)
+        assert popen.returncode == 128 + signal.SIGTERM
+        # Killed now, not left to the server's 80 s session grace.
+        assert _gone(remote_pid, 10)
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.communicate(timeout=10)
+
+
 def test_run_into_a_closed_pipe_exits_quietly(ours: ServerHandle) -> None:
     popen = subprocess.Popen(
         [*CLI, "run", "--url", ours.url, "--", "yes"],

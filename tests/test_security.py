@@ -31,6 +31,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import execsdk
+from execsdk.errors import ConnectError
 from tests.servers import (
     CODEX_G2,
     RawConn,
@@ -275,6 +277,18 @@ def test_signed_bearer_session_works_end_to_end(jwt_servers: dict[str, ServerHan
     with RawConn(jwt_servers["ours"].url, headers={"Authorization": f"Bearer {token}"}) as c:
         c.handshake()
         assert c.result("environment/status") == {"status": "ready"}
+
+
+@pytest.mark.parametrize("server", ["ours", "codex"])
+def test_execsdk_client_sends_the_jwt_as_bearer(
+    jwt_servers: dict[str, ServerHandle], server: str
+) -> None:
+    url = jwt_servers[server].url
+    with execsdk.connect(url, token=mint(_good(int(time.time()))), timeout=30) as env:
+        assert env.run(["echo", "in"], text=True, timeout=20).stdout == "in\n"
+    expired = mint(_good(int(time.time()), exp=int(time.time()) - 3600))
+    with pytest.raises(ConnectError):
+        execsdk.connect(url, token=expired, connect_timeout=10)
 
 
 def test_signed_bearer_without_issuer_or_audience_options_ignores_those_claims(
@@ -701,6 +715,14 @@ def test_process_cwd_dotdot_after_an_outward_link_stays_in_the_root(
     conn.start_process("pwd", ["pwd", "-P"], cwd)
     conn.wait_closed("pwd")
     assert conn.output("pwd").decode().strip() == str(layout.root)
+
+
+def test_client_defaults_run_in_the_root(confined: tuple[ServerHandle, Layout]) -> None:
+    handle, layout = confined
+    with execsdk.connect(handle.url, timeout=30) as env:
+        assert env.run(["pwd", "-P"], text=True, timeout=20).stdout.strip() == str(layout.root)
+        relative = env.run(["pwd", "-P"], cwd="sub", text=True, timeout=20).stdout.strip()
+        assert relative == str(layout.root / "sub")
 
 
 def test_process_started_inside_the_root_runs_there(conn: RawConn, layout: Layout) -> None:

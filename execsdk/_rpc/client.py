@@ -48,7 +48,8 @@ def _after_fork_in_child() -> None:
         client._forked = True
 
 
-if hasattr(os, "register_at_fork"):
+_NO_FORK_HOOK = not hasattr(os, "register_at_fork")
+if not _NO_FORK_HOOK:
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
@@ -89,10 +90,11 @@ class RpcClient:
         self._transport = transport
         self.timeout = timeout
         self.max_in_flight = max_in_flight
-        self._slots = threading.BoundedSemaphore(max_in_flight)
         self._ids = itertools.count(1)
         self._pending: dict[int | str, _Pending] = {}
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # "a pending slot is free"
+        self._room_waiters = 0
         self._state = "open"  # open -> closing | lost -> closed
         self._end: BaseException | None = None
         self._pid = os.getpid()
@@ -153,47 +155,65 @@ class RpcClient:
         ``timeout`` (default: the client's), ``ServerError`` subclasses for error answers,
         ``ConnectionLost``/``ConnectionClosed`` when the link ends first.
         """
-        self._check_usable()
+        if self._forked or (_NO_FORK_HOOK and os.getpid() != self._pid):
+            self._check_usable()
         deadline = Deadline(resolve_timeout(timeout, self.timeout))
-        if not self._slots.acquire(timeout=deadline.left()):
-            raise RequestTimeout(
-                method, deadline.total, f"{self.max_in_flight} calls already in flight"
-            )
+        entry = _Pending(method)
+        # One lock covers the state check, the in-flight count and the pending map: a call
+        # costs one uncontended acquire here, where a separate semaphore cost two more.
+        with self._lock:
+            if self._state != "open":
+                raise self._end_error()
+            if len(self._pending) >= self.max_in_flight:
+                self._wait_for_room(method, deadline)
+            req_id = next(self._ids)
+            self._pending[req_id] = entry
         try:
-            entry = _Pending(method)
-            with self._lock:
+            self._transport.send(encode_request(req_id, method, params), timeout=deadline.left())
+        except BaseException as exc:
+            if not self._forget(req_id):
+                # The reader or _fail_all settled it meanwhile; report that outcome.
+                entry.lock.acquire()
+                return self._outcome(entry)
+            if isinstance(exc, TimeoutError):
+                raise RequestTimeout(method, deadline.total, "could not send") from None
+            if isinstance(exc, OSError):
+                self._fail_all(exc)
+                raise self._end_error() from exc
+            raise
+        left = deadline.left()
+        got = entry.lock.acquire() if left is None else entry.lock.acquire(timeout=left)
+        if not got:
+            if self._forget(req_id):
+                raise RequestTimeout(method, deadline.total)
+            entry.lock.acquire()  # settled concurrently: take that answer
+        if entry.error is not None:
+            raise entry.error
+        return entry.result
+
+    def _wait_for_room(self, method: str, deadline: Deadline) -> None:
+        """Under ``_lock``: wait until fewer than ``max_in_flight`` calls are pending."""
+        self._room_waiters += 1
+        try:
+            while len(self._pending) >= self.max_in_flight:
+                left = deadline.left()
+                if left is not None and left <= 0:
+                    raise RequestTimeout(
+                        method, deadline.total, f"{self.max_in_flight} calls already in flight"
+                    )
+                self._room.wait(left)
                 if self._state != "open":
                     raise self._end_error()
-                req_id = next(self._ids)
-                self._pending[req_id] = entry
-            try:
-                self._transport.send(
-                    encode_request(req_id, method, params), timeout=deadline.left()
-                )
-            except BaseException as exc:
-                with self._lock:
-                    mine = self._pending.pop(req_id, None) is not None
-                if not mine:
-                    # The reader or _fail_all settled it meanwhile; report that outcome.
-                    entry.lock.acquire()
-                    return self._outcome(entry)
-                if isinstance(exc, TimeoutError):
-                    raise RequestTimeout(method, deadline.total, "could not send") from None
-                if isinstance(exc, OSError):
-                    self._fail_all(exc)
-                    raise self._end_error() from exc
-                raise
-            left = deadline.left()
-            got = entry.lock.acquire() if left is None else entry.lock.acquire(timeout=left)
-            if not got:
-                with self._lock:
-                    mine = self._pending.pop(req_id, None) is not None
-                if mine:
-                    raise RequestTimeout(method, deadline.total)
-                entry.lock.acquire()  # settled concurrently: take that answer
-            return self._outcome(entry)
         finally:
-            self._slots.release()
+            self._room_waiters -= 1
+
+    def _forget(self, req_id: int) -> bool:
+        """Take ``req_id`` out of the pending map; True if it was still there (ours to settle)."""
+        with self._lock:
+            mine = self._pending.pop(req_id, None) is not None
+            if mine and self._room_waiters:
+                self._room.notify()
+        return mine
 
     @staticmethod
     def _outcome(entry: _Pending) -> Any:
@@ -249,6 +269,8 @@ class RpcClient:
     def _settle(self, msg: Response) -> None:
         with self._lock:
             entry = self._pending.pop(msg.id, None) if msg.id is not None else None
+            if self._room_waiters:
+                self._room.notify()
         if entry is None:
             if msg.error is not None and msg.id in (-1, None):
                 log.warning(
@@ -281,6 +303,7 @@ class RpcClient:
                 self._state = "lost"
             closing = self._state == "closing"
             pending, self._pending = self._pending, {}
+            self._room.notify_all()
             if closing:
                 self._end = cause
                 self._state = "closed"

@@ -7,6 +7,7 @@ The child runs in its own session so closing the transport can end its whole pro
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -51,7 +52,8 @@ class StdioTransport:
             ) from exc
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin = self._proc.stdin
-        self._stdout = self._proc.stdout
+        # Unbuffered pipes make readline() read one byte per system call: buffer the reads.
+        self._stdout = io.BufferedReader(self._proc.stdout, buffer_size=1 << 16)  # type: ignore[arg-type,type-var]
         self._send_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._closing = False

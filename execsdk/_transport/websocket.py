@@ -66,6 +66,10 @@ class _MaskKeys:
     256 frames instead of one per frame). Thread-safety: any thread (one lock)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the batch (after fork: a child must not reuse its parent's keys)."""
         self._lock = threading.Lock()
         self._pool = b""
         self._at = 0
@@ -81,6 +85,8 @@ class _MaskKeys:
 
 
 _mask_key = _MaskKeys()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mask_key.reset)
 
 
 def _frame(first: int, payload: bytes | memoryview) -> bytes:

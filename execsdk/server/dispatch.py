@@ -128,7 +128,9 @@ def _refuse_sandbox(params: dict[str, Any]) -> None:
 
 def _path(conn: Connection, uri: PathUri, *, follow_last: bool = True) -> str:
     """The local path a request names; with ``--root``, only if it resolves inside the root."""
-    return uri.require()
+    if conn.confine is None:
+        return uri.require()
+    return conn.confine.check_uri(uri, follow_last=follow_last)
 
 
 # --------------------------------------------------------------------------- params
@@ -943,7 +945,7 @@ class Connection:
             self._parse_error(str(exc))
             return True
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("conn %s <- %s", self.name, raw[:200])
+            log.debug("conn %s <- %s", self.name, redacted(msg))
         if not isinstance(msg, dict):
             self._parse_error("expected a JSON-RPC object")
             return True

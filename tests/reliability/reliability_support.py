@@ -33,43 +33,74 @@ BLOCK = 64 * 1024
 # --------------------------------------------------------------------------- resources
 
 
-def fd_count() -> int:
-    """Open file descriptors of this process."""
-    return len(os.listdir("/proc/self/fd"))
+def fd_count(ignore: tuple[str, ...] = ()) -> int:
+    """Open file descriptors of this process, leaving out those whose target starts with one
+    of ``ignore`` (e.g. ``"anon_inode:[eventpoll]"``)."""
+    if not ignore:
+        return len(os.listdir("/proc/self/fd"))
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        n += not target.startswith(ignore)
+    return n
 
 
-def wait_fds_at_most(limit: int, timeout: float = 5.0) -> int:
+def wait_fds_at_most(limit: int, timeout: float = 5.0, ignore: tuple[str, ...] = ()) -> int:
     """Wait until at most ``limit`` descriptors are open; returns the final count.
 
     Sockets closed by other threads (readers, proxy pumps) may take a moment to go.
     """
     end = time.monotonic() + timeout
     while True:
-        n = fd_count()
+        n = fd_count(ignore)
         if n <= limit or time.monotonic() > end:
             return n
         time.sleep(0.05)
 
 
 @contextlib.contextmanager
-def no_fd_leak(slack: int = 0, timeout: float = 5.0) -> Iterator[None]:
+def no_fd_leak(
+    slack: int = 0, timeout: float = 5.0, ignore: tuple[str, ...] = ()
+) -> Iterator[None]:
     """Assert the block leaves no more descriptors open than it found (+ ``slack``)."""
-    before = fd_count()
+    before = fd_count(ignore)
     yield
-    after = wait_fds_at_most(before + slack, timeout)
+    after = wait_fds_at_most(before + slack, timeout, ignore)
     if after > before + slack:
-        names = sorted(
-            os.readlink(f"/proc/self/fd/{fd}")
-            for fd in os.listdir("/proc/self/fd")
-            if os.path.exists(f"/proc/self/fd/{fd}")
+        raise AssertionError(
+            f"file descriptors leaked: {before} before, {after} after: {describe_fds()}"
         )
-        raise AssertionError(f"file descriptors leaked: {before} before, {after} after: {names}")
+
+
+def describe_fds() -> list[str]:
+    """This process's descriptors, with local/remote ports and state for TCP sockets."""
+    tcp: dict[str, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.read().splitlines()[1:]:
+                f = line.split()
+                local, remote = int(f[1].split(":")[1], 16), int(f[2].split(":")[1], 16)
+                tcp[f[9]] = f"tcp {local}->{remote} st={f[3]}"
+    out = []
+    for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            target += " " + tcp.get(target[8:-1], "")
+        out.append(f"{fd}={target}")
+    return out
 
 
 def server_tree(pid: int) -> list[psutil.Process]:
     """Every live process below ``pid`` (recursive); empty if ``pid`` is gone."""
     try:
-        return psutil.Process(pid).children(recursive=True)
+        kids: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+        return kids
     except psutil.NoSuchProcess:
         return []
 
