@@ -53,7 +53,7 @@ class StdioTransport:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin = self._proc.stdin
         # Unbuffered pipes make readline() read one byte per system call: buffer the reads.
-        self._stdout = io.BufferedReader(self._proc.stdout, buffer_size=1 << 16)  # type: ignore[arg-type,type-var]
+        self._stdout = io.BufferedReader(self._proc.stdout, buffer_size=1 << 16)  # type: ignore[type-var]
         self._send_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._closing = False
