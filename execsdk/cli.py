@@ -21,8 +21,9 @@ Subcommands:
     Run our own exec-server (PROTOCOL.md G2, as codex 0.169). ``--listen ws://HOST:PORT``
     (default ``ws://127.0.0.1:0``) prints the bound URL as the first line of stdout;
     ``--listen stdio`` serves one session over stdin/stdout and prints nothing else there.
-    A non-loopback address needs ``--ws-token-file``. SIGINT/SIGTERM end it cleanly (every
-    process it started is killed, exit status 0).
+    A non-loopback address needs authentication (``--ws-token-file`` or ``--ws-auth
+    signed-bearer-token``); ``--root DIR`` confines every path to DIR (docs/security.md).
+    SIGINT/SIGTERM end it cleanly (every process it started is killed, exit status 0).
 
 Connecting: ``--url`` falls back to ``$EXECSDK_URL``, then to the embedded default server (a
 ``python -m execsdk serve --listen stdio`` child). The token comes from ``--token-file FILE`` or

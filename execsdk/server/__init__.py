@@ -6,6 +6,8 @@
 - :class:`~execsdk.server.dispatch.Connection` is the protocol side of one connection, shared by
   both transports; :class:`~execsdk.server.session.SessionRegistry` keeps sessions across
   connections.
+- :mod:`~execsdk.server.auth` decides who may open a WebSocket (capability token or HS256 JWT);
+  :mod:`~execsdk.server.confine` implements ``--root`` (every path must resolve inside it).
 
 Nothing here is imported by ``import execsdk``; the command line starts it
 (``python -m execsdk serve``).
