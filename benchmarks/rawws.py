@@ -59,6 +59,8 @@ class RawClient:
         self.quickack = tuned and _QUICKACK is not None
         self.ids = itertools.count(1)
         self.stash: collections.deque[dict[str, Any]] = collections.deque()
+        # Our server answers concurrently, so replies may overtake each other.
+        self.early: dict[int, dict[str, Any]] = {}
         init = self.call("initialize", {"clientName": "raw-bench"})
         self.g2 = "environmentInfo" in init
         self.send({"method": "initialized", "params": {}})
@@ -85,14 +87,18 @@ class RawClient:
 
     def wait(self, rid: int) -> Any:
         """The result of request ``rid``; notifications seen meanwhile go to ``stash``."""
-        while True:
+        msg = self.early.pop(rid, None)
+        while msg is None:
             msg = self.recv()
-            if msg.get("id") == rid:
-                if "error" in msg:
-                    raise RawError(msg["error"])
-                return msg.get("result")
             if "method" in msg:
                 self.stash.append(msg)
+                msg = None
+            elif msg.get("id") != rid:
+                self.early[msg["id"]] = msg
+                msg = None
+        if "error" in msg:
+            raise RawError(msg["error"])
+        return msg.get("result")
 
     def call(self, method: str, params: Any) -> Any:
         return self.wait(self.request(method, params))
