@@ -84,6 +84,12 @@ def plan(s: Sizes, workdir: Path) -> tuple[list[Measure], list[Measure]]:
             ("raw", "execsdk"),
             {"n": s.pipelined, "cap": 128, "threads": 8},
         ),
+        Measure(
+            "calls_per_s_cap8",
+            "calls_per_s",
+            ("raw",),
+            {"n": s.pipelined, "cap": 8, "threads": 8},
+        ),
         Measure("run_true", "run_true", ("raw", "execsdk"), {"n": s.runs}),
         Measure("run_true_naive", "run_true", ("raw naive",), {"n": s.naive_runs}),
         Measure(
@@ -174,6 +180,20 @@ def run_child(spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
     )
 
 
+def _attempt(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run a measurement; a failure is recorded (and shown in the table), not fatal."""
+    try:
+        return run_child(spec)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        message = str(exc).strip().splitlines()
+        print(
+            f"  FAILED {spec['bench']}/{spec['subject']}: {message[-1] if message else exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return {"error": "\n".join(message[-5:])}
+
+
 def make_files(workdir: Path, sizes: Sizes) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     block = os.urandom(MiB)
@@ -196,12 +216,21 @@ class Results:
         for s in self.samples:
             groups.setdefault((s["server"], s["measure"], s["subject"]), []).append(s)
         for k, rows in groups.items():
-            merged: dict[str, Any] = {"runs": len(rows)}
-            for name in rows[0]:
-                values = [r[name] for r in rows if isinstance(r.get(name), (int, float))]
+            ok = [r for r in rows if "error" not in r]
+            failed = [r for r in rows if "error" in r]
+            merged: dict[str, Any] = {"runs": len(ok), "failures": len(failed)}
+            if failed:
+                merged["error"] = failed[-1]["error"]
+            for name in ok[0] if ok else ():
+                values = [r[name] for r in ok if isinstance(r.get(name), (int, float))]
                 if name not in ("server", "measure", "subject") and values:
                     merged[name] = statistics.median(values)
             self.agg[k] = merged
+
+    def failed(self, server: str, key: str, subject: str) -> bool:
+        """True when every run of this measurement failed."""
+        merged = self.agg.get((server, key, subject), {})
+        return bool(merged.get("failures")) and not merged.get("runs")
 
     def get(self, server: str, key: str, subject: str, figure: str) -> float | None:
         value = self.agg.get((server, key, subject), {}).get(figure)
@@ -223,7 +252,7 @@ def measure_all(
         if wanted(m):
             for subject in m.subjects:
                 spec = {"bench": m.bench, "subject": subject, **m.params}
-                res.add("local", m.key, subject, run_child(spec))
+                res.add("local", m.key, subject, _attempt(spec))
                 _progress("local", m.key, subject, res.samples[-1])
     for kind in servers:
         try:
@@ -242,7 +271,7 @@ def measure_all(
                         spec.update(m.params)
                         if subject.endswith("stdlib") and subject.startswith("execsdk"):
                             spec["no_fast"] = True
-                        res.add(kind, m.key, subject, run_child(spec))
+                        res.add(kind, m.key, subject, _attempt(spec))
                         _progress(kind, m.key, subject, res.samples[-1])
         finally:
             server.stop()
@@ -282,6 +311,7 @@ class Row:
     target: str = ""
     met: bool | None = None
     ratio: float | None = None
+    sdk_failed: bool = False
 
     def cells(self) -> list[str]:
         def num(v: float | None) -> str:
@@ -297,7 +327,7 @@ class Row:
         return [
             f"{self.bench} ({self.unit})",
             self.server,
-            num(self.sdk),
+            "failed" if self.sdk_failed else num(self.sdk),
             raw,
             ratio,
             num(self.local),
@@ -311,68 +341,90 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def build_rows(res: Results, servers: list[str], sizes: Sizes) -> list[Row]:
+    """The table: each execsdk figure next to its raw baseline and local equivalent."""
     rows: list[Row] = []
     g = res.get
     stream, stdin_key = f"stdout_{_mib(sizes.stream)}", f"stdin_{_mib(sizes.stdin)}"
     small, large = "1MiB", _mib(sizes.large)
+
+    def add(
+        bench: str,
+        srv: str,
+        measure: str,
+        sdk: float | None,
+        raw: float | None,
+        local: float | None,
+        unit: str,
+        raw_label: str,
+        target: str = "",
+        met: bool | None = None,
+    ) -> None:
+        row = Row(bench, srv, sdk, raw, local, unit, raw_label, target, met, _ratio(sdk, raw))
+        if sdk is None and measure and res.failed(srv, measure, "execsdk"):
+            row.sdk_failed, row.met = True, False
+        rows.append(row)
+
+    def at_least(r: float | None, floor: float) -> bool | None:
+        return None if r is None else r >= floor
+
     for srv in servers:
         if not any(k[0] == srv for k in res.agg):
             continue
-        # Call latency.
+        loc = "local"
+        # Call latency and calls per second.
         sdk, raw = (
             g(srv, "call_latency", "execsdk", "p50_ms"),
             g(srv, "call_latency", "raw", "p50_ms"),
         )
         r = _ratio(sdk, raw)
-        rows.append(
-            Row(
-                "fs/getMetadata latency p50",
-                srv,
-                sdk,
-                raw,
-                g("local", "call_latency", "local", "p50_ms"),
-                "ms",
-                "raw loop",
-                "<= 1.3x raw",
-                None if r is None else r <= 1.3,
-                r,
-            )
+        add(
+            "fs/getMetadata latency p50",
+            srv,
+            "call_latency",
+            sdk,
+            raw,
+            g(loc, "call_latency", "local", "p50_ms"),
+            "ms",
+            "raw loop",
+            "<= 1.3x raw",
+            None if r is None else r <= 1.3,
         )
-        sdk, raw = (
+        add(
+            "fs/getMetadata latency p99",
+            srv,
+            "call_latency",
             g(srv, "call_latency", "execsdk", "p99_ms"),
             g(srv, "call_latency", "raw", "p99_ms"),
-        )
-        rows.append(
-            Row(
-                "fs/getMetadata latency p99",
-                srv,
-                sdk,
-                raw,
-                g("local", "call_latency", "local", "p99_ms"),
-                "ms",
-                "raw loop",
-                ratio=_ratio(sdk, raw),
-            )
+            g(loc, "call_latency", "local", "p99_ms"),
+            "ms",
+            "raw loop",
         )
         sdk = g(srv, "calls_per_s", "execsdk", "calls_per_s")
         raw = g(srv, "calls_per_s", "raw", "calls_per_s")
-        r = _ratio(sdk, raw)
-        rows.append(
-            Row(
-                "calls/s, 8 threads on one client",
-                srv,
-                sdk,
-                raw,
-                None,
-                "calls/s",
-                "raw pipelined, cap 128",
-                ">= raw",
-                None if r is None else r >= 1.0,
-                r,
-            )
+        add(
+            "calls/s, 8 threads on one client",
+            srv,
+            "calls_per_s",
+            sdk,
+            raw,
+            None,
+            "calls/s",
+            "raw pipelined, cap 128",
+            ">= raw",
+            at_least(_ratio(sdk, raw), 1.0),
+        )
+        add(
+            "calls/s, 8 threads vs raw at cap 8",
+            srv,
+            "calls_per_s",
+            sdk,
+            g(srv, "calls_per_s_cap8", "raw", "calls_per_s"),
+            None,
+            "calls/s",
+            "raw pipelined, cap 8",
         )
         # run(["true"]).
-        local50 = g("local", "run_true", "local", "p50_ms")
+        local50 = g(loc, "run_true", "local", "p50_ms")
         for q, slack in (("p50_ms", 1.0), ("p99_ms", 3.0)):
             sdk, raw = g(srv, "run_true", "execsdk", q), g(srv, "run_true", "raw", q)
             met = None if sdk is None or raw is None else sdk <= raw + slack
@@ -380,82 +432,75 @@ def build_rows(res: Results, servers: list[str], sizes: Sizes) -> list[Row]:
             if srv == "ours" and q == "p50_ms" and sdk is not None and local50:
                 met = bool(met) and sdk <= 3 * local50
                 target += ", <= 3x local"
-            rows.append(
-                Row(
-                    f'run(["true"]) {q[:3]}',
-                    srv,
-                    sdk,
-                    raw,
-                    g("local", "run_true", "local", q),
-                    "ms",
-                    "raw NODELAY+QUICKACK",
-                    target,
-                    met,
-                    _ratio(sdk, raw),
-                )
-            )
-        rows.append(
-            Row(
-                'run(["true"]) p50, naive raw loop',
+            add(
+                f'run(["true"]) {q[:3]}',
                 srv,
-                None,
-                g(srv, "run_true_naive", "raw naive", "p50_ms"),
-                None,
-                "ms",
-                "no NODELAY/QUICKACK",
-            )
-        )
-        # stdout.
-        for sub_sdk, sub_raw, label in (
-            ("execsdk", "raw", "orjson+pybase64"),
-            ("execsdk stdlib", "raw stdlib", "json+base64"),
-        ):
-            sdk, raw = g(srv, stream, sub_sdk, "MBps"), g(srv, stream, sub_raw, "MBps")
-            r = _ratio(sdk, raw)
-            fast = sub_sdk == "execsdk"
-            rows.append(
-                Row(
-                    f"stdout {_mib(sizes.stream)}" + ("" if fast else ", no fast extra"),
-                    srv,
-                    sdk,
-                    raw,
-                    g("local", stream, "local", "MBps"),
-                    "MB/s",
-                    label,
-                    ">= 0.9x raw" if fast else "",
-                    (None if r is None else r >= 0.9) if fast else None,
-                    r,
-                )
-            )
-        sdk, raw = (
-            g(srv, stream, "execsdk", "cpu_ms_per_MB"),
-            g(srv, stream, "raw", "cpu_ms_per_MB"),
-        )
-        rows.append(
-            Row(
-                "stdout client CPU",
-                srv,
+                "run_true",
                 sdk,
                 raw,
-                g("local", stream, "local", "cpu_ms_per_MB"),
-                "ms/MB",
-                "orjson+pybase64",
-                ratio=_ratio(sdk, raw),
+                g(loc, "run_true", "local", q),
+                "ms",
+                "raw NODELAY+QUICKACK",
+                target,
+                met,
             )
+        add(
+            'run(["true"]) p50, naive raw loop',
+            srv,
+            "",
+            None,
+            g(srv, "run_true_naive", "raw naive", "p50_ms"),
+            None,
+            "ms",
+            "no NODELAY/QUICKACK",
+        )
+        # stdout.
+        mib = _mib(sizes.stream)
+        sdk, raw = g(srv, stream, "execsdk", "MBps"), g(srv, stream, "raw", "MBps")
+        add(
+            f"stdout {mib}",
+            srv,
+            stream,
+            sdk,
+            raw,
+            g(loc, stream, "local", "MBps"),
+            "MB/s",
+            "orjson+pybase64",
+            ">= 0.9x raw",
+            at_least(_ratio(sdk, raw), 0.9),
+        )
+        add(
+            f"stdout {mib}, no fast extra",
+            srv,
+            stream,
+            g(srv, stream, "execsdk stdlib", "MBps"),
+            g(srv, stream, "raw stdlib", "MBps"),
+            None,
+            "MB/s",
+            "json+base64",
+        )
+        add(
+            "stdout client CPU",
+            srv,
+            stream,
+            g(srv, stream, "execsdk", "cpu_ms_per_MB"),
+            g(srv, stream, "raw", "cpu_ms_per_MB"),
+            g(loc, stream, "local", "cpu_ms_per_MB"),
+            "ms/MB",
+            "orjson+pybase64",
         )
         sdk = g(srv, stream, "execsdk", "peak_rss_above_idle_MiB")
-        rows.append(
-            Row(
-                "stdout peak RSS above idle",
-                srv,
-                sdk,
-                g(srv, stream, "raw", "peak_rss_above_idle_MiB"),
-                None,
-                "MiB",
-                "",
-                "<= 96 MiB",
-                None if sdk is None else sdk <= 96,
-            )
+        add(
+            "stdout peak RSS above idle",
+            srv,
+            stream,
+            sdk,
+            g(srv, stream, "raw", "peak_rss_above_idle_MiB"),
+            None,
+            "MiB",
+            "raw loop",
+            "<= 96 MiB",
+            None if sdk is None else sdk <= 96,
         )
         # stdin and fs.
         for key, name, raws in (
@@ -466,68 +511,59 @@ def build_rows(res: Results, servers: list[str], sizes: Sizes) -> list[Row]:
             (f"fs_write_{large}", f"fs write {large}", ("raw blocks",)),
         ):
             sdk = g(srv, key, "execsdk", "MBps")
-            best = max(((g(srv, key, sub, "MBps") or 0.0, sub) for sub in raws), default=(0.0, ""))
-            raw = best[0] or None
-            r = _ratio(sdk, raw)
-            rows.append(
-                Row(
-                    name,
-                    srv,
-                    sdk,
-                    raw,
-                    g("local", key, "local", "MBps"),
-                    "MB/s",
-                    best[1],
-                    ">= 0.9x raw",
-                    None if r is None else r >= 0.9,
-                    r,
-                )
+            best, label = max((g(srv, key, sub, "MBps") or 0.0, sub) for sub in raws)
+            raw = best or None
+            add(
+                name,
+                srv,
+                key,
+                sdk,
+                raw,
+                g(loc, key, "local", "MBps"),
+                "MB/s",
+                label,
+                ">= 0.9x raw",
+                at_least(_ratio(sdk, raw), 0.9),
             )
-        sdk = g(srv, f"fs_read_{large}", "execsdk", "peak_rss_above_idle_MiB")
-        raw = max(
-            (g(srv, f"fs_read_{large}", sub, "peak_rss_above_idle_MiB") or 0.0)
+        key = f"fs_read_{large}"
+        worst = max(
+            g(srv, key, sub, "peak_rss_above_idle_MiB") or 0.0
             for sub in ("raw blocks", "raw readFile")
         )
-        rows.append(
-            Row(
-                f"fs read {large} peak RSS above idle",
-                srv,
-                sdk,
-                raw or None,
-                None,
-                "MiB",
-                "worst raw",
-                ratio=_ratio(sdk, raw or None),
-            )
+        add(
+            f"fs read {large} peak RSS above idle",
+            srv,
+            key,
+            g(srv, key, "execsdk", "peak_rss_above_idle_MiB"),
+            worst or None,
+            None,
+            "MiB",
+            "worst raw",
         )
-    # Our server against codex, through the SDK.
-    if "ours" in servers and any(k[0] == "ours" for k in res.agg):
-        other = next((s for s in servers if s.startswith("codex")), None)
-        if other is not None:
-            for key, name in (
-                (stream, f"stdout {_mib(sizes.stream)}"),
-                (stdin_key, f"stdin {_mib(sizes.stdin)}"),
-                (f"fs_read_{small}", f"fs read {small}"),
-                (f"fs_write_{small}", f"fs write {small}"),
-                (f"fs_read_{large}", f"fs read {large}"),
-                (f"fs_write_{large}", f"fs write {large}"),
-            ):
-                ours, theirs = g("ours", key, "execsdk", "MBps"), g(other, key, "execsdk", "MBps")
-                r = _ratio(ours, theirs)
-                rows.append(
-                    Row(
-                        f"{name}, ours vs {other}",
-                        "ours",
-                        ours,
-                        theirs,
-                        None,
-                        "MB/s",
-                        other,
-                        f">= {other}",
-                        None if r is None else r >= 1.0,
-                        r,
-                    )
-                )
+    # Our server against codex, both through execsdk.
+    other = next((s for s in servers if s.startswith("codex")), None)
+    if "ours" in servers and other is not None and any(k[0] == "ours" for k in res.agg):
+        for key, name in (
+            (stream, f"stdout {_mib(sizes.stream)}"),
+            (stdin_key, f"stdin {_mib(sizes.stdin)}"),
+            (f"fs_read_{small}", f"fs read {small}"),
+            (f"fs_write_{small}", f"fs write {small}"),
+            (f"fs_read_{large}", f"fs read {large}"),
+            (f"fs_write_{large}", f"fs write {large}"),
+        ):
+            ours, theirs = g("ours", key, "execsdk", "MBps"), g(other, key, "execsdk", "MBps")
+            add(
+                f"{name}, ours vs codex",
+                "ours",
+                key,
+                ours,
+                theirs,
+                None,
+                "MB/s",
+                f"{other} via execsdk",
+                f">= {other}",
+                at_least(_ratio(ours, theirs), 1.0),
+            )
     return rows
 
 

