@@ -21,6 +21,13 @@ from typing import Any
 import psutil
 
 MiB = 2**20
+INHERIT_ALL = {
+    "inherit": "all",
+    "ignoreDefaultExcludes": True,
+    "exclude": [],
+    "set": {},
+    "includeOnly": [],
+}
 Spec = dict[str, Any]
 Figures = dict[str, Any]
 
@@ -216,7 +223,7 @@ def _sdk_threads(spec: Spec, n: int, cap: int, threads: int) -> float:
 
 
 def run_true(spec: Spec) -> Figures:
-    n, warmup = spec["n"], 5
+    n, warmup = spec["n"], 20
     subject = spec["subject"]
     if subject == "local":
         return timed_loop(lambda: subprocess.run(["true"], check=True), n, warmup)
@@ -228,10 +235,10 @@ def run_true(spec: Spec) -> Figures:
 
         def once() -> None:
             pid = f"raw-{next(ids)}"
-            raw.call(
-                "process/start",
-                {"processId": pid, "argv": ["true"], "cwd": cwd, "env": {}, "tty": False},
-            )
+            # The same request env.run(["true"]) sends: inherit the server's environment.
+            params = {"processId": pid, "argv": ["true"], "cwd": cwd, "env": {}, "tty": False}
+            params["envPolicy"] = INHERIT_ALL
+            raw.call("process/start", params)
             raw.wait_closed(pid)
 
         try:

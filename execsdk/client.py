@@ -4,6 +4,14 @@ It wraps the private RPC core (``_rpc``), performs the ``initialize``/``initiali
 handshake, detects the protocol generation (G2 answers ``initialize`` with
 ``environmentInfo``), and converts between attrs types and the wire with one cattrs converter
 per generation, so paths are plain strings whatever the server speaks.
+
+With ``reconnect=`` (a :class:`Reconnect` policy, or ``True`` for the defaults) a dropped
+connection is replaced by a new one that resumes the session (``_rpc/reconnect.py``). Here the
+client says which calls may be repeated when they were in flight at the drop: reads and
+metadata, ``process/write`` with its write id (G2 drops a repeated write id), and
+``process/start`` (its process id is ours, so "already exists" on the repeat means the first
+attempt went through). Block handles (``fs/open``) belong to one connection and are gone after
+a reconnect: using one then raises ``ConnectionLost``.
 """
 
 from __future__ import annotations
@@ -11,18 +19,20 @@ from __future__ import annotations
 import enum
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import attrs
 
-from execsdk._deadline import UNSET, Timeoutish
+from execsdk._deadline import UNSET, Deadline, Timeoutish
 from execsdk._dispatch import CallbackDispatcher
 from execsdk._protocol import types as t
 from execsdk._protocol.converter import make_converter, structure_result, unstructure_params
 from execsdk._protocol.methods import METHODS
 from execsdk._rpc.bus import EventBus
 from execsdk._rpc.client import RpcClient
+from execsdk._rpc.reconnect import Link, OnEnd, Opened, Reconnect
 from execsdk._transport.base import Transport
 from execsdk._transport.stdio import StdioTransport
 from execsdk._transport.websocket import WebSocketTransport
@@ -30,11 +40,14 @@ from execsdk.errors import (
     ConnectError,
     ConnectionLost,
     InitializeTimeout,
+    InvalidRequest,
     RequestTimeout,
+    ServerError,
+    SessionLost,
     UnsupportedByServer,
 )
 
-__all__ = ["Client", "Generation", "ServerInfo"]
+__all__ = ["Client", "Generation", "Reconnect", "ServerInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +80,75 @@ class ServerInfo:
         return frozenset(k for k, v in self.environment.capabilities.items() if v)
 
 
+_RETRYABLE = frozenset(
+    {
+        "environment/info",
+        "environment/status",
+        "environmentConfig/read",
+        "process/read",
+        "process/terminate",
+        "fs/readFile",
+        "fs/getMetadata",
+        "fs/readDirectory",
+        "fs/canonicalize",
+        "fs/walk",
+    }
+)
+"""Methods a reconnecting client may repeat when they were in flight at a drop: running them
+twice has the effect of running them once."""
+
+
+def _policy(reconnect: Reconnect | bool | None) -> Reconnect | None:
+    if reconnect is True:
+        return Reconnect()
+    if reconnect is False or reconnect is None:
+        return None
+    if not isinstance(reconnect, Reconnect):
+        raise TypeError(f"reconnect must be a Reconnect policy or a bool, not {reconnect!r}")
+    return reconnect
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _handshake(
+    rpc: RpcClient, client_name: str, resume: str | None, initialize_timeout: float | None
+) -> ServerInfo:
+    """``initialize`` (with ``resumeSessionId`` when resuming) and ``initialized``."""
+    params = unstructure_params(
+        make_converter("G2"),
+        t.InitializeParams(client_name=client_name, resume_session_id=resume),
+    )
+    try:
+        raw = rpc.call("initialize", params, timeout=initialize_timeout)
+    except RequestTimeout as exc:
+        raise InitializeTimeout(
+            f"{rpc.description} accepted the connection but did not answer "
+            f"initialize within {initialize_timeout}s: is it an exec-server?",
+            url=rpc.description,
+        ) from exc
+    except ConnectionLost as exc:
+        raise ConnectError(
+            f"{rpc.description} closed the connection during the handshake",
+            url=rpc.description,
+        ) from exc
+    generation: Literal["G1", "G2"] = (
+        "G2" if isinstance(raw, dict) and "environmentInfo" in raw else "G1"
+    )
+    result = structure_result(
+        make_converter(generation), raw, t.InitializeResult, method="initialize"
+    )
+    rpc.notify("initialized", {}, timeout=initialize_timeout)
+    return ServerInfo(
+        session_id=result.session_id,
+        generation=Generation(generation),
+        environment=result.environment_info,
+    )
+
+
 class Client:
     """A connection to one exec-server, after the handshake.
 
@@ -82,16 +164,101 @@ class Client:
         initialize_timeout: float | None = 10.0,
         resume_session_id: str | None = None,
         max_in_flight: int = 128,
+        reconnect: Reconnect | bool | None = None,
+        reopen: Callable[[float | None], Transport] | None = None,
+        connect_timeout: float | None = 10.0,
     ) -> None:
-        self._rpc = RpcClient(
-            transport, timeout=timeout, max_in_flight=max_in_flight, dispatcher=None
+        """Perform the handshake on ``transport``.
+
+        ``reconnect`` needs ``reopen(timeout)``, which opens a new transport to the same
+        server (:meth:`connect` supplies it); ``connect_timeout`` bounds that.
+        """
+        policy = _policy(reconnect)
+        if policy is not None and reopen is None:
+            transport.close(timeout=0)
+            raise ValueError(
+                "reconnect needs a way to open a new connection: use "
+                "Client.connect(url, reconnect=...)"
+            )
+        self._client_name = client_name
+        self._initialize_timeout = initialize_timeout
+        self._connect_timeout = connect_timeout
+        self._max_in_flight = max_in_flight
+        self._reopen = reopen
+        self._first: Transport | None = transport
+        self._handles: dict[str, int] = {}
+        self._handlers_lock = threading.Lock()
+        self._reconnect_handlers: tuple[Callable[[SessionLost | None], None], ...] = ()
+        self._dispatcher = CallbackDispatcher()
+        self._bus = EventBus(self._dispatcher)
+        self._rpc_timeout = timeout
+        try:
+            self._link = Link(
+                self._open,
+                policy=policy,
+                bus=self._bus,
+                dispatcher=self._dispatcher,
+                timeout=timeout,
+                resume_session_id=resume_session_id,
+                on_connected=self._connected,
+            )
+        except BaseException:
+            if self._first is not None:
+                self._first.close(timeout=0)
+            self._dispatcher.close(1.0)
+            raise
+        info: ServerInfo = self._link.first_payload
+        self.server_info = info
+        self._conv = make_converter("G2" if info.generation is Generation.G2 else "G1")
+
+    def _open(self, resume: str | None, limit: float | None, on_end: OnEnd) -> Opened:
+        """The link's opener: a transport (the first one given, later ``reopen``), an
+        RpcClient on the shared bus, and the handshake, all within ``limit`` seconds."""
+        deadline = Deadline(limit)
+        transport, self._first = self._first, None
+        if transport is None:
+            assert self._reopen is not None
+            transport = self._reopen(_least(self._connect_timeout, deadline.left()))
+        rpc = RpcClient(
+            transport,
+            timeout=self._rpc_timeout,
+            max_in_flight=self._max_in_flight,
+            dispatcher=self._dispatcher,
+            bus=self._bus,
+            on_end=on_end,
         )
         try:
-            self.server_info = self._handshake(client_name, resume_session_id, initialize_timeout)
+            info = _handshake(
+                rpc, self._client_name, resume, _least(self._initialize_timeout, deadline.left())
+            )
         except BaseException:
-            self._rpc.close(timeout=1.0)
+            rpc.close(timeout=1.0)
             raise
-        self._conv = make_converter("G2" if self.server_info.generation is Generation.G2 else "G1")
+        return Opened(rpc, info.session_id, info)
+
+    def _connected(self, opened: Opened, lost: SessionLost | None) -> None:
+        """After a reconnect (supervisor thread): new server info, then the handlers."""
+        info: ServerInfo = opened.payload
+        if info.generation is not self.server_info.generation:
+            self._conv = make_converter("G2" if info.generation is Generation.G2 else "G1")
+        self.server_info = info
+        with self._handlers_lock:
+            handlers = self._reconnect_handlers
+        for handler in handlers:
+            try:
+                handler(lost)
+            except Exception:
+                log.exception("reconnect handler %r failed", handler)
+
+    def add_reconnect_handler(self, handler: Callable[[SessionLost | None], None]) -> None:
+        """Run ``handler(lost)`` after every reconnect, on the reconnecting thread.
+
+        ``lost`` is None when the session was resumed (notifications sent meanwhile are not
+        replayed: read what you missed with ``process/read``), or a :class:`SessionLost` when
+        the server no longer knew the session and a new one took its place.
+        """
+        with self._handlers_lock:
+            self._reconnect_handlers = (*self._reconnect_handlers, handler)
 
     # ------------------------------------------------------------------ construction
 
@@ -108,15 +275,22 @@ class Client:
         resume_session_id: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_in_flight: int = 128,
+        reconnect: Reconnect | bool | None = None,
     ) -> Client:
         """Open a WebSocket to ``url`` and perform the handshake.
 
-        ``timeout`` is the default for every later call (``None``: no limit).
+        ``timeout`` is the default for every later call (``None``: no limit). ``reconnect``
+        (a :class:`Reconnect` policy, or ``True`` for its defaults) makes the client reconnect
+        and resume its session after the connection drops.
         Raises ``ConnectError``/``ConnectTimeout``/``InitializeTimeout``.
         """
-        transport = WebSocketTransport.connect(
-            url, token=token, timeout=connect_timeout, ssl_context=ssl_context
-        )
+
+        def reopen(limit: float | None) -> Transport:
+            return WebSocketTransport.connect(
+                url, token=token, timeout=limit, ssl_context=ssl_context
+            )
+
+        transport = reopen(connect_timeout)
         return cls(
             transport,
             client_name=client_name,
@@ -124,6 +298,9 @@ class Client:
             initialize_timeout=initialize_timeout,
             resume_session_id=resume_session_id,
             max_in_flight=max_in_flight,
+            reconnect=reconnect,
+            reopen=reopen,
+            connect_timeout=connect_timeout,
         )
 
     @classmethod
@@ -149,50 +326,20 @@ class Client:
             max_in_flight=max_in_flight,
         )
 
-    def _handshake(
-        self, client_name: str, resume: str | None, initialize_timeout: float | None
-    ) -> ServerInfo:
-        params = unstructure_params(
-            make_converter("G2"),
-            t.InitializeParams(client_name=client_name, resume_session_id=resume),
-        )
-        try:
-            raw = self._rpc.call("initialize", params, timeout=initialize_timeout)
-        except RequestTimeout as exc:
-            raise InitializeTimeout(
-                f"{self._rpc.description} accepted the connection but did not answer "
-                f"initialize within {initialize_timeout}s: is it an exec-server?",
-                url=self._rpc.description,
-            ) from exc
-        except ConnectionLost as exc:
-            raise ConnectError(
-                f"{self._rpc.description} closed the connection during the handshake",
-                url=self._rpc.description,
-            ) from exc
-        generation: Literal["G1", "G2"] = (
-            "G2" if isinstance(raw, dict) and "environmentInfo" in raw else "G1"
-        )
-        result = structure_result(
-            make_converter(generation), raw, t.InitializeResult, method="initialize"
-        )
-        self._rpc.notify("initialized", {}, timeout=initialize_timeout)
-        return ServerInfo(
-            session_id=result.session_id,
-            generation=Generation(generation),
-            environment=result.environment_info,
-        )
-
     # ------------------------------------------------------------------ plumbing
 
     @property
     def events(self) -> EventBus:
-        """The event bus of server notifications (process output, exit, close, ...)."""
-        return self._rpc.bus
+        """The event bus of server notifications (process output, exit, close, ...).
+
+        It outlives reconnects: handlers and subscriptions stay in place.
+        """
+        return self._bus
 
     @property
     def dispatcher(self) -> CallbackDispatcher:
         """The thread that runs user callbacks for this client."""
-        return self._rpc.dispatcher
+        return self._dispatcher
 
     @property
     def generation(self) -> Generation:
@@ -202,17 +349,22 @@ class Client:
     @property
     def url(self) -> str:
         """The server URL (or the stdio command)."""
-        return self._rpc.description
+        return self._link.description
 
     @property
     def is_open(self) -> bool:
-        """True until the client is closed or the connection lost."""
-        return self._rpc.is_open
+        """True while connected: False once closed or lost, and while reconnecting."""
+        return self._link.is_open
+
+    @property
+    def reconnect(self) -> Reconnect | None:
+        """The reconnect policy (None: a drop ends the client)."""
+        return self._link.policy
 
     @property
     def rpc(self) -> RpcClient:
-        """The underlying RPC core (advanced use)."""
-        return self._rpc
+        """The underlying RPC core of the current connection (advanced use)."""
+        return self._link.rpc
 
     def supports(self, method: str) -> bool:
         """True when the server offers ``method`` in its generation (and capability)."""
@@ -230,17 +382,43 @@ class Client:
             raise UnsupportedByServer(method, self.server_info.generation.value, hint)
 
     def call(self, method: str, params: Any = None, *, timeout: Timeoutish = UNSET) -> Any:
-        """Send any request and return the raw result (for methods not modelled here)."""
-        return self._rpc.call(method, params, timeout=timeout)
+        """Send any request and return the raw result (for methods not modelled here).
 
-    def _typed(self, method: str, params: Any, result: type[R], timeout: Timeoutish) -> R:
+        While a reconnect is under way it waits for it; a call in flight at a drop is not
+        repeated (``ConnectionLost``).
+        """
+        return self._link.call(method, params, timeout=timeout)
+
+    def _typed(
+        self,
+        method: str,
+        params: Any,
+        result: type[R],
+        timeout: Timeoutish,
+        *,
+        retry: bool | None = None,
+        on_retried_error: Callable[[ServerError], Any] | None = None,
+    ) -> R:
         self._require(method)
-        raw = self._rpc.call(method, unstructure_params(self._conv, params), timeout=timeout)
+        raw = self._link.call(
+            method,
+            unstructure_params(self._conv, params),
+            timeout=timeout,
+            retry=method in _RETRYABLE if retry is None else retry,
+            session_bound=method.startswith("process/"),
+            on_retried_error=on_retried_error,
+        )
         return structure_result(self._conv, raw, result, method=method)
 
+    def _check_handle(self, handle_id: str) -> bool:
+        """False when ``handle_id`` was opened on a connection that has since been replaced."""
+        opened_on = self._handles.get(handle_id)
+        return opened_on is None or opened_on == self._link.generation
+
     def close(self, timeout: float | None = 5.0) -> None:
-        """Close the connection; idempotent. Pending calls fail with ``ConnectionClosed``."""
-        self._rpc.close(timeout)
+        """Close the connection (and stop reconnecting); idempotent. Pending calls fail with
+        ``ConnectionClosed``; threads are joined within ``timeout``."""
+        self._link.close(timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -299,7 +477,11 @@ class Client:
         metadata: dict[str, object] | None = None,
         timeout: Timeoutish = UNSET,
     ) -> t.ProcessStartResult:
-        """``process/start``. Register for its events on ``events`` *before* calling this."""
+        """``process/start``. Register for its events on ``events`` *before* calling this.
+
+        Repeated after a reconnect when it was in flight: the process id is the caller's, so
+        "already exists" then means the first attempt started it.
+        """
         params = t.ProcessStartParams(
             process_id=process_id,
             argv=list(argv),
@@ -311,7 +493,20 @@ class Client:
             env_policy=env_policy,
             metadata=metadata,
         )
-        return self._typed("process/start", params, t.ProcessStartResult, timeout)
+
+        def started_already(exc: ServerError) -> Any:
+            if isinstance(exc, InvalidRequest) and "already exists" in exc.message:
+                return {"processId": process_id}
+            raise exc
+
+        return self._typed(
+            "process/start",
+            params,
+            t.ProcessStartResult,
+            timeout,
+            retry=True,
+            on_retried_error=started_already,
+        )
 
     def process_read(
         self,
@@ -336,9 +531,12 @@ class Client:
         write_id: str | None = None,
         timeout: Timeoutish = UNSET,
     ) -> t.ProcessWriteResult:
-        """``process/write``. G2 needs a fresh ``write_id`` per write (an idempotency key)."""
+        """``process/write``. G2 needs a fresh ``write_id`` per write (an idempotency key); with
+        one, a write in flight at a drop is repeated after the reconnect (G2 servers drop a
+        repeated write id). G1 ignores write ids, so there it is not repeated."""
         params = t.ProcessWriteParams(process_id=process_id, chunk=chunk, write_id=write_id)
-        return self._typed("process/write", params, t.ProcessWriteResult, timeout)
+        retry = write_id is not None and self.server_info.generation is Generation.G2
+        return self._typed("process/write", params, t.ProcessWriteResult, timeout, retry=retry)
 
     def process_signal(
         self, *, process_id: str, signal: t.ProcessSignal = "interrupt", timeout: Timeoutish = UNSET
@@ -459,12 +657,17 @@ class Client:
     ) -> t.FsOpenResult:
         """``fs/open`` (G2): a block handle named by the caller."""
         params = t.FsOpenParams(handle_id=handle_id, path=t.WirePath(path), mode=mode)
-        return self._typed("fs/open", params, t.FsOpenResult, timeout)
+        generation = self._link.generation
+        result = self._typed("fs/open", params, t.FsOpenResult, timeout)
+        if self._link.policy is not None:
+            self._handles[handle_id] = generation
+        return result
 
     def fs_read_block(
         self, *, handle_id: str, offset: int, len: int, timeout: Timeoutish = UNSET
     ) -> t.FsReadBlockResult:
         """``fs/readBlock`` (G2): up to ``len`` (1 .. 1 MiB) bytes at ``offset``."""
+        self._stale_handle("fs/readBlock", handle_id)
         params = t.FsReadBlockParams(handle_id=handle_id, offset=offset, len=len)
         return self._typed("fs/readBlock", params, t.FsReadBlockResult, timeout)
 
@@ -472,13 +675,26 @@ class Client:
         self, *, handle_id: str, offset: int, chunk: bytes, timeout: Timeoutish = UNSET
     ) -> t.FsWriteBlockResult:
         """``fs/writeBlock`` (G2): at most 1 MiB at ``offset``."""
+        self._stale_handle("fs/writeBlock", handle_id)
         params = t.FsWriteBlockParams(handle_id=handle_id, offset=offset, chunk=chunk)
         return self._typed("fs/writeBlock", params, t.FsWriteBlockResult, timeout)
 
     def fs_close(self, *, handle_id: str, timeout: Timeoutish = UNSET) -> t.FsCloseResult:
-        """``fs/close`` (G2)."""
+        """``fs/close`` (G2). A handle of a connection that was replaced is already gone: no-op."""
+        if not self._check_handle(handle_id):
+            self._handles.pop(handle_id, None)
+            return t.FsCloseResult()
         params = t.FsCloseParams(handle_id=handle_id)
-        return self._typed("fs/close", params, t.FsCloseResult, timeout)
+        result = self._typed("fs/close", params, t.FsCloseResult, timeout)
+        self._handles.pop(handle_id, None)
+        return result
+
+    def _stale_handle(self, method: str, handle_id: str) -> None:
+        if not self._check_handle(handle_id):
+            raise ConnectionLost(
+                f"{method}: file handle {handle_id!r} was opened on a connection to {self.url} "
+                "that was lost (handles do not survive a reconnect); open the file again"
+            )
 
     def fs_watch_missing(
         self,

@@ -40,6 +40,7 @@ from execsdk.errors import (
     NotFound,
     ProcessNotFound,
     ServerError,
+    SessionLost,
     UnsupportedByServer,
     os_error,
 )
@@ -89,6 +90,11 @@ class _Receivers:
     per burst instead of once per 8 KiB chunk, which cut client CPU per MB of streamed output
     by about a quarter (docs/performance.md).
 
+    With a reconnecting client the receivers survive a drop: after the session is resumed
+    each live process is told to re-read what it may have missed (``on_resync``: notifications
+    sent while disconnected are not replayed, PROTOCOL.md §2); when the session is lost each
+    fails with ``SessionLost``.
+
     Thread-safety: registration from any thread; dispatch on the reader thread.
     """
 
@@ -103,6 +109,7 @@ class _Receivers:
         bus.add_handler("process/closed", self._on_closed)
         bus.add_idle_handler(self._deliver)
         bus.add_close_handler(self._on_end)
+        client.add_reconnect_handler(self._on_reconnected)
 
     def add(self, process_id: str, events: ProcessEvents) -> None:
         with self._lock:
@@ -147,6 +154,24 @@ class _Receivers:
                     events.on_closed(params["seq"])
             except Exception:
                 log.exception("dropping a malformed process notification %r", params)
+
+    def _on_reconnected(self, lost: SessionLost | None) -> None:
+        """After a reconnect (reconnecting thread): resync every live process, or fail them
+        all when their session is gone."""
+        with self._lock:
+            receivers = list(self._by_id.values())
+            if lost is not None:
+                self._by_id = {}
+        for events in receivers:
+            try:
+                if lost is not None:
+                    events.on_lost(lost)
+                else:
+                    resync = getattr(events, "on_resync", None)
+                    if resync is not None:
+                        resync()
+            except Exception:
+                log.exception("process receiver failed after a reconnect")
 
     def _on_end(self, cause: BaseException | None) -> None:
         self._deliver()

@@ -12,7 +12,9 @@ import itertools
 import logging
 import os
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
@@ -35,11 +37,22 @@ from execsdk.errors import (
     server_error,
 )
 
-__all__ = ["RpcClient"]
+__all__ = ["WATCHED_SEND", "NotSent", "RpcClient"]
 
 log = logging.getLogger(__name__)
 
 _reader_ids = itertools.count(1)
+
+WATCHED_SEND = 256 * 1024
+"""Requests at least this big are sent under a watchdog: when the server stops reading, the
+send would block past the call's deadline (smaller ones fit the socket buffers)."""
+
+
+class NotSent(ConnectionLost):
+    """The link was already down when the call began: the request was never written, so
+    sending it on another connection cannot run it twice."""
+
+
 _live_clients: weakref.WeakSet[RpcClient] = weakref.WeakSet()
 
 
@@ -84,7 +97,13 @@ class RpcClient:
         timeout: float | None = None,
         max_in_flight: int = 128,
         dispatcher: CallbackDispatcher | None = None,
+        bus: EventBus | None = None,
+        on_end: Callable[[RpcClient, ExecSdkError], None] | None = None,
     ) -> None:
+        """``dispatcher`` and ``bus`` may be shared by several RpcClients in turn (a
+        reconnecting client hands the same ones to each of its connections). A client does not
+        close a dispatcher it was given, and does not end a bus it was given when its link ends:
+        it calls ``on_end(self, error)`` instead, once, on the thread that saw the end."""
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._transport = transport
@@ -99,8 +118,13 @@ class RpcClient:
         self._end: BaseException | None = None
         self._pid = os.getpid()
         self._forked = False
+        self._owns_dispatcher = dispatcher is None
         self.dispatcher = dispatcher or CallbackDispatcher()
-        self.bus = EventBus(self.dispatcher)
+        self._owns_bus = bus is None
+        self.bus = bus if bus is not None else EventBus(self.dispatcher)
+        self._on_end = on_end
+        self.last_received = time.monotonic()
+        """When the last message arrived (monotonic seconds); keepalive measures silence."""
         self._ended = threading.Event()
         n = next(_reader_ids)
         self._reader = threading.Thread(
@@ -134,14 +158,20 @@ class RpcClient:
                 "this client belongs to the parent process: create a new client after fork"
             )
         if self._state != "open":
-            raise self._end_error()
+            raise self._end_error(not_sent=True)
 
-    def _end_error(self) -> ExecSdkError:
+    def end_error(self) -> ExecSdkError:
+        """A fresh instance of the error calls get once the link has ended."""
+        return self._end_error()
+
+    def _end_error(self, *, not_sent: bool = False) -> ExecSdkError:
         cause = self._end
         if self._state in ("closing", "closed") and not isinstance(cause, ConnectionLost):
             err: ExecSdkError = ConnectionClosed(
                 f"the client for {self.description} is closed; create a new one"
             )
+        elif not_sent:
+            err = NotSent(f"connection to {self.description} was lost")
         else:
             err = ConnectionLost(f"connection to {self.description} was lost")
         if cause is not None:
@@ -163,15 +193,25 @@ class RpcClient:
         # costs one uncontended acquire here, where a separate semaphore cost two more.
         with self._lock:
             if self._state != "open":
-                raise self._end_error()
+                raise self._end_error(not_sent=True)
             if len(self._pending) >= self.max_in_flight:
                 self._wait_for_room(method, deadline)
             req_id = next(self._ids)
             self._pending[req_id] = entry
+        overdue: list[bool] = []
         try:
-            self._transport.send(encode_request(req_id, method, params), timeout=deadline.left())
+            text = encode_request(req_id, method, params)
+            if len(text) >= WATCHED_SEND and deadline.total is not None:
+                self._send_watched(text, deadline, overdue)
+            else:
+                self._transport.send(text, timeout=deadline.left())
         except BaseException as exc:
-            if not self._forget(req_id):
+            forgot = self._forget(req_id)
+            if overdue:
+                raise RequestTimeout(
+                    method, deadline.total, "the server stopped reading; the link was given up"
+                ) from None
+            if not forgot:
                 # The reader or _fail_all settled it meanwhile; report that outcome.
                 entry.lock.acquire()
                 return self._outcome(entry)
@@ -203,7 +243,7 @@ class RpcClient:
                     )
                 self._room.wait(left)
                 if self._state != "open":
-                    raise self._end_error()
+                    raise self._end_error(not_sent=True)
         finally:
             self._room_waiters -= 1
 
@@ -214,6 +254,31 @@ class RpcClient:
             if mine and self._room_waiters:
                 self._room.notify()
         return mine
+
+    def _send_watched(self, text: str, deadline: Deadline, overdue: list[bool]) -> None:
+        """Send a big request; if it is still being written at the deadline, give the link up
+        (half a message cannot be taken back, so nothing else could be sent on it anyway)."""
+
+        def give_up() -> None:
+            overdue.append(True)
+            log.warning(
+                "%s did not take a %d-byte request within %.1fs; giving the connection up",
+                self.description,
+                len(text),
+                deadline.total or 0.0,
+            )
+            self.abort(TimeoutError(f"{self.description} stopped reading our messages"))
+
+        watchdog = threading.Timer(deadline.left() or 0.0, give_up)
+        watchdog.name = f"execsdk-sendwatch-{self._reader.name.rsplit('-', 1)[-1]}"
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            self._transport.send(text, timeout=deadline.left())
+        finally:
+            watchdog.cancel()
+        if overdue:
+            raise TimeoutError("send overdue")
 
     @staticmethod
     def _outcome(entry: _Pending) -> Any:
@@ -249,6 +314,7 @@ class RpcClient:
                 if raw is None:
                     cause = EOFError("the server closed the connection")
                     break
+                self.last_received = time.monotonic()
                 try:
                     msg = decode_message(raw)
                 except ProtocolError as exc:
@@ -321,7 +387,22 @@ class RpcClient:
             err = self._end_error()
             entry.settle(error=err)
         end = self._end_error()
-        self.bus.close(end)
+        if self._on_end is not None:
+            try:
+                self._on_end(self, end)
+            except Exception:
+                log.exception("on_end handler failed")
+        if self._owns_bus:
+            self.bus.close(end)
+
+    def abort(self, cause: BaseException) -> None:
+        """Give the link up now (it stayed silent, or stopped reading): every waiter fails
+        with ``ConnectionLost`` chained from ``cause`` and the socket is shut at once."""
+        self._fail_all(cause)
+        try:
+            self._transport.close(timeout=0)
+        except Exception:
+            log.debug("closing the transport after an abort failed", exc_info=True)
 
     # ------------------------------------------------------------------ close
 
@@ -351,10 +432,11 @@ class RpcClient:
             self._reader.join(deadline.left())
             if self._reader.is_alive():
                 log.warning("%s still running after close()", self._reader.name)
-        if not self.dispatcher.in_dispatcher():
-            self.dispatcher.close(deadline.left())
-        else:
-            self.dispatcher.close(0)
+        if self._owns_dispatcher:
+            if not self.dispatcher.in_dispatcher():
+                self.dispatcher.close(deadline.left())
+            else:
+                self.dispatcher.close(0)
         _live_clients.discard(self)
 
     def wait_closed(self, timeout: float | None = None) -> bool:

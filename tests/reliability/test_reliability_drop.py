@@ -257,26 +257,14 @@ def test_connect_to_a_silent_endpoint_raises_connect_timeout(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    "one_message",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a single message blocked in the WebSocket send ignores the call's "
-                "deadline until close() (transport send has no write timeout)",
-            ),
-        ),
-    ],
-    ids=["blocks", "writefile"],
-)
+@pytest.mark.parametrize("one_message", [False, True], ids=["blocks", "writefile"])
 def test_send_blocked_by_a_stalled_server_times_out(
     g2_server: ServerHandle, proxy: FaultProxy, one_message: bool
 ) -> None:
     """A large write into a server that stopped reading fills the socket buffers: the call must
-    still end with RequestTimeout at its deadline, and close() must stay bounded."""
+    still end with RequestTimeout at its deadline, and close() must stay bounded. A request
+    stuck half-written cannot be taken back, so the client gives the link up (ConnectionLost
+    for everything after it)."""
     data = b"x" * (32 * MiB)
     path = f"/tmp/execsdk-rel-{uuid.uuid4().hex[:8]}"
     with no_fd_leak():
@@ -303,6 +291,10 @@ def test_send_blocked_by_a_stalled_server_times_out(
             assert not writer.is_alive(), "write_bytes(timeout=2) still blocked after 6 s"
             assert took < 4.0
             assert len(outcome) == 1 and isinstance(outcome[0], errors.RequestTimeout), outcome
+            if one_message:
+                assert not env.client.is_open
+                with pytest.raises(errors.ConnectionLost):
+                    env.fs.exists("/")
         finally:
             start = time.monotonic()
             env.close()
