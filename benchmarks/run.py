@@ -7,9 +7,10 @@ Starts codex 0.169.0 and our server (``execsdk serve``) and measures, for each s
 figure next to (a) the same workload written directly on websocket-client with no SDK, tuned
 (skip_utf8_validation, TCP_NODELAY, TCP_QUICKACK re-armed after each receive, orjson and
 pybase64 when installed), and (b) the local equivalent where one exists. Each measurement runs
-in a fresh child process (so memory and CPU figures do not pollute each other); with
-``--repeat N`` the raw and SDK runs alternate N times and the median is kept. Prints a table
-and writes ``benchmarks/results.json``. Numbers are measurements, not assertions.
+in a fresh child process (so memory and CPU figures do not pollute each other); the raw and
+SDK runs alternate ``--repeat N`` times (default 3; N+2 for the short latency and calls/s
+measures; 1 with ``--quick``) and the median is kept. Prints a table and writes
+``benchmarks/results.json``. Numbers are measurements, not assertions.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Measure:
     bench: str  # the workload function
     subjects: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
+    cheap: bool = False  # short enough to repeat more often (latency, calls/s)
 
 
 @dataclass
@@ -60,12 +62,15 @@ class Sizes:
     small_total: int
     large: int
     repeat: int
+    cheap_repeat: int
 
     @classmethod
     def pick(cls, quick: bool, repeat: int | None) -> Sizes:
         if quick:
-            return cls(300, 3000, 30, 10, 32 * MiB, 16 * MiB, 8 * MiB, 32 * MiB, repeat or 1)
-        return cls(2000, 20000, 200, 40, 256 * MiB, 64 * MiB, 64 * MiB, 256 * MiB, repeat or 3)
+            r = repeat or 1
+            return cls(300, 3000, 30, 10, 32 * MiB, 16 * MiB, 8 * MiB, 32 * MiB, r, r)
+        r = repeat or 3
+        return cls(5000, 20000, 300, 40, 256 * MiB, 64 * MiB, 64 * MiB, 256 * MiB, r, r + 2)
 
 
 def _mib(n: int) -> str:
@@ -77,20 +82,22 @@ def plan(s: Sizes, workdir: Path) -> tuple[list[Measure], list[Measure]]:
     small, large = MiB, s.large
     src_small, src_large = workdir / "src-small", workdir / "src-large"
     remote = [
-        Measure("call_latency", "call_latency", ("raw", "execsdk"), {"n": s.calls}),
+        Measure("call_latency", "call_latency", ("raw", "execsdk"), {"n": s.calls}, cheap=True),
         Measure(
             "calls_per_s",
             "calls_per_s",
             ("raw", "execsdk"),
             {"n": s.pipelined, "cap": 128, "threads": 8},
+            cheap=True,
         ),
         Measure(
             "calls_per_s_cap8",
             "calls_per_s",
             ("raw",),
             {"n": s.pipelined, "cap": 8, "threads": 8},
+            cheap=True,
         ),
-        Measure("run_true", "run_true", ("raw", "execsdk"), {"n": s.runs}),
+        Measure("run_true", "run_true", ("raw", "execsdk"), {"n": s.runs}, cheap=True),
         Measure("run_true_naive", "run_true", ("raw naive",), {"n": s.naive_runs}),
         Measure(
             f"stdout_{_mib(s.stream)}",
@@ -265,7 +272,7 @@ def measure_all(
             for m in remote:
                 if not wanted(m):
                     continue
-                for _ in range(sizes.repeat):
+                for _ in range(sizes.cheap_repeat if m.cheap else sizes.repeat):
                     for subject in m.subjects:
                         spec = {"bench": m.bench, "subject": subject, "url": server.url}
                         spec.update(m.params)
@@ -632,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         "fast_extra": fast,
         "servers": versions,
         "repeat": sizes.repeat,
+        "cheap_repeat": sizes.cheap_repeat,
         "seconds": elapsed,
         "rows": [{**r.__dict__} for r in rows],
         "aggregated": [

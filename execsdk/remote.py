@@ -86,9 +86,9 @@ class _Receivers:
     """processId -> ProcessEvents, fed from the client's reader thread.
 
     Process events are held until the reader has caught up with the network (the bus's idle
-    hook) and then delivered in arrival order: a consumer blocked in ``output()`` is woken once
-    per burst instead of once per 8 KiB chunk, which cut client CPU per MB of streamed output
-    by about a quarter (docs/performance.md).
+    hook) and then delivered in arrival order, so a consumer blocked in ``output()`` is woken
+    once per burst of chunks that arrived together rather than once per chunk (a modest
+    saving, see docs/performance.md).
 
     With a reconnecting client the receivers survive a drop: after the session is resumed
     each live process is told to re-read what it may have missed (``on_resync``: notifications

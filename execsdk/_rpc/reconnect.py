@@ -468,7 +468,7 @@ class Link:
                 if thread.is_alive():
                     log.warning("%s still running after close()", thread.name)
         if first:
-            end = ConnectionClosed(f"the client for {self.description} was closed")
+            end = ConnectionClosed(f"the client for {self.description} is closed; create a new one")
             self.bus.close(end)
         if os.getpid() != self._pid:
             return

@@ -19,7 +19,8 @@ import pytest
 
 import execsdk
 from execsdk import errors
-from execsdk.client import Reconnect
+from execsdk._rpc.bus import Gap
+from execsdk.client import Client, Reconnect
 from tests.faultproxy import FaultProxy
 from tests.reliability.conftest import G2_KINDS, start_server
 from tests.reliability.reliability_support import (
@@ -382,6 +383,26 @@ def test_without_retries_an_in_flight_read_fails_with_connection_lost(
         assert env.client.environment_status().status == "ready"  # the link itself came back
 
 
+@pytest.mark.timeout(60)
+def test_client_subscriptions_and_handlers_survive_a_reconnect(
+    g2_server: ServerHandle, proxy: FaultProxy
+) -> None:
+    """The Client keeps one event bus across connections: a subscription made before the drop
+    receives notifications sent after it, and reconnect handlers hear about the resume."""
+    with no_fd_leak(), Client.connect(proxy.url, timeout=30, reconnect=FAST) as client:
+        heard: list[object] = []
+        client.add_reconnect_handler(heard.append)
+        with client.events.subscription(methods={"process/closed"}) as sub:
+            pid = f"sub-{uuid.uuid4().hex[:8]}"
+            client.process_start(process_id=pid, argv=["sleep", "1"], cwd="/tmp", env={})
+            time.sleep(0.2)
+            proxy.cut()
+            event = sub.get(timeout=10)
+        assert not isinstance(event, Gap) and event.params["processId"] == pid
+        assert heard == [None]  # resumed, not lost
+        assert client.is_open
+
+
 # --------------------------------------------------------------------------- API
 
 
@@ -399,7 +420,6 @@ def test_reconnect_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_client_on_a_bare_transport_cannot_reconnect() -> None:
     from execsdk._transport.memory import memory_pair
-    from execsdk.client import Client
 
     ours, theirs = memory_pair()
     with pytest.raises(ValueError, match="reconnect"):
