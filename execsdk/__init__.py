@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from execsdk import errors
     from execsdk._api import connect
     from execsdk._base import Environment
-    from execsdk.client import Client, Generation, ServerInfo
+    from execsdk.client import Client, Generation, Reconnect, ServerInfo
     from execsdk.environment import (
         DirEntry,
         EnvironmentInfo,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         ProtocolError,
         RequestTimeout,
         ServerError,
+        SessionLost,
         TimeoutExpired,
         UnsupportedByServer,
     )
@@ -52,6 +53,7 @@ _LAZY = {
     "connect": ("execsdk._api", "connect"),
     "Environment": ("execsdk._base", "Environment"),
     "Client": ("execsdk.client", "Client"),
+    "Reconnect": ("execsdk.client", "Reconnect"),
     "Generation": ("execsdk.client", "Generation"),
     "ServerInfo": ("execsdk.client", "ServerInfo"),
     "DirEntry": ("execsdk.environment", "DirEntry"),
@@ -67,6 +69,7 @@ _LAZY = {
     "ProtocolError": ("execsdk.errors", "ProtocolError"),
     "RequestTimeout": ("execsdk.errors", "RequestTimeout"),
     "ServerError": ("execsdk.errors", "ServerError"),
+    "SessionLost": ("execsdk.errors", "SessionLost"),
     "TimeoutExpired": ("execsdk.errors", "TimeoutExpired"),
     "UnsupportedByServer": ("execsdk.errors", "UnsupportedByServer"),
     "Fs": ("execsdk.fs", "Fs"),
@@ -116,12 +119,14 @@ __all__ = [
     "OutputChunk",
     "Process",
     "ProtocolError",
+    "Reconnect",
     "RemoteEnvironment",
     "RemoteFs",
     "RemotePath",
     "RequestTimeout",
     "ServerError",
     "ServerInfo",
+    "SessionLost",
     "TimeoutExpired",
     "UnsupportedByServer",
     "__version__",

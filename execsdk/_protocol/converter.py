@@ -18,8 +18,10 @@ thread. Do not register hooks on a shared converter.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import quote, unquote
@@ -48,7 +50,14 @@ try:
     _b64decode_impl = pybase64.b64decode
 except ImportError:  # pragma: no cover - pybase64 is a declared dependency; base64 is the fallback
     _b64encode_impl = base64.b64encode
-    _b64decode_impl = base64.b64decode
+    if sys.version_info >= (3, 11):
+        # base64.b64decode(validate=True) checks the text with a regex first, which costs as
+        # much as decoding; binascii's strict mode validates while it decodes.
+        def _b64decode_impl(text: str, validate: bool = True) -> bytes:
+            return binascii.a2b_base64(text, strict_mode=True)
+
+    else:
+        _b64decode_impl = base64.b64decode
 
 __all__ = [
     "b64decode",

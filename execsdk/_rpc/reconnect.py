@@ -96,7 +96,10 @@ class Reconnect:
 
 @attrs.frozen
 class Opened:
-    """What an :data:`Opener` hands back: the new RpcClient after its handshake."""
+    """What an :data:`Opener` hands back: the new RpcClient after its handshake.
+
+    Thread-safety: immutable.
+    """
 
     rpc: RpcClient
     session_id: str

@@ -30,6 +30,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
 from execsdk._local_process import LocalProcessBackend
@@ -228,7 +229,16 @@ class WsServer:
         )
         try:
             while True:
-                message = ws.recv()
+                try:
+                    message = ws.recv(timeout=5.0)
+                except TimeoutError:
+                    # After we failed the connection (e.g. close 1009 for an oversized message)
+                    # websockets waits for the peer's FIN with no limit; a silent peer would pin
+                    # the session forever, so give up on a connection stuck in CLOSING.
+                    if ws.protocol.state is State.CLOSING:
+                        log.info("conn %d: peer never finished closing; dropping it", number)
+                        break
+                    continue
                 if not conn.handle(message):
                     break
         except ConnectionClosed as exc:

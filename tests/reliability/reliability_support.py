@@ -2,6 +2,7 @@
 
 * ``fd_count`` / ``wait_fds_at_most``: open file descriptors of this test process;
 * ``server_tree`` / ``zombies_of``: the processes below a server's pid, via psutil;
+* ``crash`` / ``reap``: SIGKILL a server's own processes, then end the programs it orphaned;
 * ``stream_script`` / ``expected_stream``: a paced program writing a recognisable byte stream
   (each 64 KiB block starts with its number, so a lost, repeated or reordered block shows);
 * ``FakeServer``: a tiny WebSocket server on the ``websockets`` sync API whose per-connection
@@ -14,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -26,6 +28,8 @@ from typing import Any
 import psutil
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
+
+from tests.servers import ServerHandle
 
 BLOCK = 64 * 1024
 
@@ -136,6 +140,34 @@ def wait_children_at_most(pid: int, limit: int, timeout: float = 10.0) -> list[p
         if len(kids) <= limit or time.monotonic() > end:
             return kids
         time.sleep(0.1)
+
+
+def server_pids(server: ServerHandle) -> list[int]:
+    """The server's own processes: the launched pid and, for codex, its native child."""
+    pids = [server.popen.pid]
+    for p in server_tree(server.popen.pid):
+        with contextlib.suppress(psutil.Error):
+            if "codex" in " ".join(p.cmdline()[:2]) and "exec-server" in p.cmdline():
+                pids.append(p.pid)
+    return pids
+
+
+def crash(server: ServerHandle) -> list[psutil.Process]:
+    """SIGKILL the server's own processes; returns the programs it had started (orphans)."""
+    own = set(server_pids(server))
+    orphans = [p for p in server_tree(server.popen.pid) if p.pid not in own]
+    for pid in own:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.popen.wait(5)
+    return orphans
+
+
+def reap(orphans: list[psutil.Process]) -> None:
+    for p in orphans:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(orphans, timeout=5)
 
 
 def rss(pid: int | None = None) -> int:

@@ -24,12 +24,13 @@ from execsdk.client import Client, Reconnect
 from tests.faultproxy import FaultProxy
 from tests.reliability.conftest import G2_KINDS, start_server
 from tests.reliability.reliability_support import (
+    crash,
     describe_mismatch,
     expected_stream,
     no_fd_leak,
+    reap,
     stream_script,
 )
-from tests.reliability.test_reliability_restart import crash, reap
 from tests.servers import ServerHandle
 
 MiB = 2**20
@@ -136,7 +137,7 @@ def test_keepalive_declares_a_silent_link_lost_and_reconnects(
         proxy.wait_links(2, timeout=5)  # the client gave up on the silent link
         detected = time.monotonic() - start
         proxy.resume("s2c")
-        assert 0.9 <= detected < 3.0
+        assert 0.5 <= detected < 3.0  # waited for the silence, then gave the link up
         out, _ = proc.communicate(timeout=30)
         assert out == b"after the silence\n"
         assert proc.returncode == 0

@@ -8,9 +8,6 @@ cannot), and the restarted server leaves no zombies.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -23,36 +20,8 @@ from execsdk import errors
 from execsdk.client import Client
 from tests.faultproxy import FaultProxy
 from tests.reliability.conftest import G2_KINDS, start_server
-from tests.reliability.reliability_support import no_fd_leak, server_tree, wait_no_zombies
+from tests.reliability.reliability_support import crash, no_fd_leak, reap, wait_no_zombies
 from tests.servers import ServerHandle
-
-
-def _server_pids(server: ServerHandle) -> list[int]:
-    """The server's own processes: the launched pid and, for codex, its native child."""
-    pids = [server.popen.pid]
-    for p in server_tree(server.popen.pid):
-        with contextlib.suppress(psutil.Error):
-            if "codex" in " ".join(p.cmdline()[:2]) and "exec-server" in p.cmdline():
-                pids.append(p.pid)
-    return pids
-
-
-def crash(server: ServerHandle) -> list[psutil.Process]:
-    """SIGKILL the server's own processes; returns the programs it had started (orphans)."""
-    own = set(_server_pids(server))
-    orphans = [p for p in server_tree(server.popen.pid) if p.pid not in own]
-    for pid in own:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    server.popen.wait(5)
-    return orphans
-
-
-def reap(orphans: list[psutil.Process]) -> None:
-    for p in orphans:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(orphans, timeout=5)
 
 
 @pytest.fixture(params=G2_KINDS)
