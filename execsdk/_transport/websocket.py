@@ -25,6 +25,7 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import websocket
@@ -62,14 +63,40 @@ def _mask_small(key: bytes, data: bytes | memoryview) -> bytes:
     return (int.from_bytes(data, "little") ^ pattern).to_bytes(n, "little")
 
 
+_C_MASK_FROM = 4096
+"""Payloads from this size up are masked in C when ``websockets`` is installed (the ``fast``
+extra): its ``speedups.apply_mask`` runs ~70x faster than the big-integer XOR (0.07 ms against
+5.3 ms per 1.4 MB block). Smaller ones never trigger the import (~40 ms, once)."""
+
+_c_mask: Callable[[bytes | memoryview, bytes], bytes] | None = None
+_c_mask_tried = False
+
+
+def _load_c_mask() -> Callable[[bytes | memoryview, bytes], bytes] | None:
+    global _c_mask, _c_mask_tried
+    if not _c_mask_tried:
+        try:
+            from websockets.speedups import apply_mask
+
+            _c_mask = apply_mask
+        except ImportError:  # no websockets, or a build without its C extension
+            _c_mask = None
+        _c_mask_tried = True
+    return _c_mask
+
+
 def _masked_parts(key: bytes, data: bytes | memoryview) -> list[bytes]:
     """``data`` XOR the 4-byte ``key`` repeated (RFC 6455 §5.3), as pieces to join.
 
-    Python has no vector XOR; one big-integer XOR per 16 KiB piece (with the key pattern
-    converted once per frame) runs ~2.5x faster than one over the whole payload, which is
-    what websocket-client does.
+    In C when available (see ``_C_MASK_FROM``). Otherwise: Python has no vector XOR; one
+    big-integer XOR per 16 KiB piece (with the key pattern converted once per frame) runs
+    ~2.5x faster than one over the whole payload.
     """
     n = len(data)
+    if n >= _C_MASK_FROM:
+        c_mask = _c_mask if _c_mask_tried else _load_c_mask()
+        if c_mask is not None:
+            return [c_mask(data, key)]
     if n <= _MASK_CHUNK:
         return [_mask_small(key, data)] if n else []
     view = memoryview(data)

@@ -1,0 +1,277 @@
+"""WebSocketTransport framing against a scripted server on a real socket: what the server sends
+(pings, fragments, big frames, close) and what the client writes (masked, fragmented, combined)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from execsdk._transport.websocket import FRAME_LIMIT, WebSocketTransport
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+Scripted = Callable[[Callable[["_Peer"], None]], WebSocketTransport]
+
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 127, n)
+    return head + payload
+
+
+class _Peer:
+    """The server side of one connection: reads the client's frames, unmasked."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.buf = b""
+
+    def _need(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            data = self.conn.recv(1 << 20)
+            if not data:
+                raise EOFError
+            self.buf += data
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def frame(self) -> tuple[int, bool, bytes]:
+        b0, b1 = self._need(2)
+        assert b1 & 0x80, "client frames must be masked"
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._need(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._need(8))[0]
+        key = self._need(4)
+        masked = self._need(n)
+        data = _unmask(key, masked)
+        return b0 & 0x0F, bool(b0 & 0x80), data
+
+    def send(self, data: bytes) -> None:
+        self.conn.sendall(data)
+
+
+def _unmask(key: bytes, data: bytes) -> bytes:
+    pattern = (key * (len(data) // 4 + 1))[: len(data)]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(pattern, "big")).to_bytes(len(data), "big")
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    """Start a one-connection server running ``script(peer)``; yield a connected transport."""
+    threads: list[threading.Thread] = []
+    transports: list[WebSocketTransport] = []
+    listeners: list[socket.socket] = []
+
+    def start(script: Callable[[_Peer], None]) -> WebSocketTransport:
+        srv = socket.create_server(("127.0.0.1", 0))
+        listeners.append(srv)
+
+        def serve() -> None:
+            conn, _ = srv.accept()
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in request.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key")
+            )
+            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            try:
+                script(_Peer(conn))
+            except (EOFError, OSError):
+                pass
+            finally:
+                conn.close()
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        threads.append(t)
+        transport = WebSocketTransport.connect(f"ws://127.0.0.1:{srv.getsockname()[1]}", timeout=5)
+        transports.append(transport)
+        return transport
+
+    yield start
+    for tr in transports:
+        tr.close(timeout=1)
+    for srv in listeners:
+        srv.close()
+    for t in threads:
+        t.join(5)
+
+
+@pytest.mark.timeout(20)
+def test_many_small_frames_in_one_read_come_out_one_by_one(scripted: Scripted) -> None:
+    msgs = [f'{{"n":{i}}}'.encode() for i in range(500)]
+    tr = scripted(lambda p: (p.send(b"".join(_server_frame(1, m) for m in msgs)), p.frame()))
+    assert [tr.recv() for _ in msgs] == msgs
+
+
+@pytest.mark.timeout(20)
+def test_fragmented_message_is_reassembled_around_a_ping(scripted: Scripted) -> None:
+    pongs: list[bytes] = []
+
+    def script(p: _Peer) -> None:
+        p.send(_server_frame(1, b'{"a":', fin=False))
+        p.send(_server_frame(9, b"hello"))
+        p.send(_server_frame(0, b'"b"}', fin=True))
+        opcode, fin, data = p.frame()
+        assert opcode == 0xA and fin
+        pongs.append(data)
+        p.send(_server_frame(1, b"seen"))
+        p.frame()
+
+    tr = scripted(script)
+    assert tr.recv() == b'{"a":"b"}'
+    assert tr.recv() == b"seen"
+    assert pongs == [b"hello"]
+
+
+@pytest.mark.timeout(30)
+def test_big_frame_arrives_whole(scripted: Scripted) -> None:
+    payload = os.urandom(5 * 2**20)
+    tr = scripted(lambda p: (p.send(_server_frame(2, payload)), p.frame()))
+    assert tr.recv() == payload
+
+
+@pytest.mark.timeout(60)
+def test_big_message_goes_out_in_masked_fragments(scripted: Scripted) -> None:
+    text = "x" * (FRAME_LIMIT + 1000)
+    got: list[tuple[int, bool, int]] = []
+    body: list[bytes] = []
+
+    def script(p: _Peer) -> None:
+        while True:
+            opcode, fin, data = p.frame()
+            got.append((opcode, fin, len(data)))
+            body.append(data)
+            if fin:
+                p.send(_server_frame(1, b"done"))
+                p.frame()
+
+    tr = scripted(script)
+    tr.send(text)
+    assert tr.recv() == b"done"
+    assert got == [(1, False, FRAME_LIMIT), (0, True, 1000)]
+    assert b"".join(body) == text.encode()
+
+
+@pytest.mark.timeout(20)
+def test_close_frame_from_the_server_is_echoed_and_ends_recv(scripted: Scripted) -> None:
+    echoed: list[tuple[int, bytes]] = []
+    seen = threading.Event()
+
+    def script(p: _Peer) -> None:
+        p.send(_server_frame(8, struct.pack("!H", 1001)))
+        opcode, _, data = p.frame()
+        echoed.append((opcode, data))
+        seen.set()
+
+    tr = scripted(script)
+    assert tr.recv() is None
+    assert seen.wait(5)
+    assert echoed == [(8, struct.pack("!H", 1001))]
+
+
+@pytest.mark.timeout(20)
+def test_connection_cut_without_close_frame_raises(scripted: Scripted) -> None:
+    tr = scripted(lambda p: None)
+    with pytest.raises(ConnectionError):
+        tr.recv()
+
+
+@pytest.mark.timeout(20)
+def test_masked_server_frame_is_a_protocol_violation(scripted: Scripted) -> None:
+    tr = scripted(lambda p: (p.send(bytes((0x81, 0x80 | 1)) + b"abcd" + b"x"), p.frame()))
+    with pytest.raises(ConnectionAbortedError, match="masked"):
+        tr.recv()
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_senders_frames_stay_whole_and_all_arrive(scripted: Scripted) -> None:
+    seen: list[bytes] = []
+    total = 8 * 200
+
+    def script(p: _Peer) -> None:
+        while len(seen) < total:
+            opcode, fin, data = p.frame()
+            assert opcode == 1 and fin
+            seen.append(data)
+        p.send(_server_frame(1, b"ok"))
+        p.frame()
+
+    tr = scripted(script)
+
+    def sender(k: int) -> None:
+        for i in range(200):
+            tr.send(f"{k}:{i}:" + "y" * (i * 37 % 5000))
+
+    pool = [threading.Thread(target=sender, args=(k,)) for k in range(8)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert tr.recv() == b"ok"
+    assert sorted(seen) == sorted(
+        f"{k}:{i}:{'y' * (i * 37 % 5000)}".encode() for k in range(8) for i in range(200)
+    )
+
+
+@pytest.mark.timeout(20)
+def test_buffered_false_for_partial_header_true_for_whole_frame(
+    scripted: Scripted,
+) -> None:
+    gate = threading.Event()
+    frame = _server_frame(1, b"z" * 300)  # 126-style length: 4 header bytes
+
+    def script(p: _Peer) -> None:
+        p.send(_server_frame(1, b"first") + frame[:3])
+        gate.wait(5)
+        p.send(frame[3:] + frame)
+        p.frame()
+
+    tr = scripted(script)
+    assert tr.recv() == b"first"
+    assert tr.buffered() is False  # 3 of 4 header bytes are buffered
+    gate.set()
+    assert tr.recv() == b"z" * 300
+    assert tr.buffered() is True
+    assert tr.recv() == b"z" * 300
+    assert tr.buffered() is False
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 4095, 4096, 16 * 1024 + 3, 1_400_001])
+def test_c_masking_and_python_masking_agree(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C path (websockets' apply_mask) and the big-integer fallback give the same bytes,
+    for a bytes payload and for a memoryview slice of one (fragments are slices)."""
+    import execsdk._transport.websocket as wsmod
+
+    data = os.urandom(size + 3)
+    key = os.urandom(4)
+    expected = _unmask(key, data[3:])  # XOR is its own inverse
+    with_c = b"".join(wsmod._masked_parts(key, memoryview(data)[3:]))
+    assert wsmod._c_mask is not None or size < wsmod._C_MASK_FROM  # the fast extra is installed
+    monkeypatch.setattr(wsmod, "_c_mask", None)
+    monkeypatch.setattr(wsmod, "_c_mask_tried", True)
+    without_c = b"".join(wsmod._masked_parts(key, memoryview(data)[3:]))
+    assert with_c == expected
+    assert without_c == expected
