@@ -120,3 +120,68 @@ class RawClient:
 
     def close(self) -> None:
         self.ws.close()
+
+
+class ThreadedRawClient:
+    """The smallest client with the SDK's shape: one reader thread owns the socket and wakes
+    the calling thread through a per-call lock. No typed layer, no timeouts, no reconnect:
+    what it costs is the floor of the one-reader design, without any of execsdk's code.
+    Thread-safety: ``call`` from any number of threads."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.raw = RawClient(url)
+        self.g2 = self.raw.g2
+        self.uri = self.raw.uri
+        self._pending: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1_000_000)
+        self._reader = threading.Thread(target=self._read, name="raw-threaded-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        recv = self.raw.recv
+        pending, lock = self._pending, self._lock
+        try:
+            while True:
+                msg = recv()
+                rid = msg.get("id")
+                if rid is None:
+                    continue
+                with lock:
+                    slot = pending.pop(rid, None)
+                if slot is not None:
+                    slot[1] = msg
+                    slot[0].release()
+        except Exception:  # the socket closed: wake everybody
+            with lock:
+                slots = list(pending.values())
+                pending.clear()
+            for slot in slots:
+                slot[0].release()
+
+    def call(self, method: str, params: Any) -> Any:
+        import threading
+
+        done = threading.Lock()
+        done.acquire()
+        slot: list[Any] = [done, None]
+        rid = next(self._ids)
+        with self._lock:
+            self._pending[rid] = slot
+        data = self.raw.dumps({"id": rid, "method": method, "params": params})
+        with self._send_lock:
+            self.raw.ws.send(data)
+        done.acquire()
+        msg = slot[1]
+        if msg is None:
+            raise RawError("connection closed")
+        if "error" in msg:
+            raise RawError(msg["error"])
+        return msg.get("result")
+
+    def close(self) -> None:
+        self.raw.close()
+        self._reader.join(5)

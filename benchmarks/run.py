@@ -84,11 +84,17 @@ def plan(s: Sizes, workdir: Path) -> tuple[list[Measure], list[Measure]]:
     small, large = MiB, s.large
     src_small, src_large = workdir / "src-small", workdir / "src-large"
     remote = [
-        Measure("call_latency", "call_latency", ("raw", "execsdk"), {"n": s.calls}, cheap=True),
+        Measure(
+            "call_latency",
+            "call_latency",
+            ("raw", "raw threaded", "execsdk"),
+            {"n": s.calls},
+            cheap=True,
+        ),
         Measure(
             "calls_per_s",
             "calls_per_s",
-            ("raw", "execsdk"),
+            ("raw", "raw threaded", "execsdk"),
             {"n": s.pipelined, "cap": 128, "threads": 8},
             cheap=True,
         ),
@@ -422,6 +428,16 @@ def build_rows(res: Results, servers: list[str], sizes: Sizes) -> list[Row]:
             "ms",
             "raw loop",
         )
+        add(
+            "fs/getMetadata latency p50 vs a raw reader thread",
+            srv,
+            "call_latency",
+            sdk,
+            g(srv, "call_latency", "raw threaded", "p50_ms"),
+            None,
+            "ms",
+            "raw, one reader thread",
+        )
         sdk = g(srv, "calls_per_s", "execsdk", "calls_per_s")
         raw = g(srv, "calls_per_s", "raw", "calls_per_s")
         add(
@@ -445,6 +461,16 @@ def build_rows(res: Results, servers: list[str], sizes: Sizes) -> list[Row]:
             None,
             "calls/s",
             "raw pipelined, cap 8",
+        )
+        add(
+            "calls/s, 8 threads vs raw with a reader thread",
+            srv,
+            "calls_per_s",
+            sdk,
+            g(srv, "calls_per_s", "raw threaded", "calls_per_s"),
+            None,
+            "calls/s",
+            "raw, 8 threads + reader",
         )
         # run(["true"]).
         local50 = g(loc, "run_true", "local", "p50_ms")

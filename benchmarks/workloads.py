@@ -7,6 +7,7 @@ from an idle baseline taken right before the workload, CPU time is the whole pro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -117,6 +118,12 @@ def _raw(spec: Spec, **kwargs: Any) -> Any:
     return RawClient(spec["url"], **kwargs)
 
 
+def _threaded_raw(spec: Spec) -> Any:
+    from benchmarks.rawws import ThreadedRawClient
+
+    return ThreadedRawClient(spec["url"])
+
+
 def _client(spec: Spec, **kwargs: Any) -> Any:
     from execsdk.client import Client
 
@@ -149,6 +156,13 @@ def call_latency(spec: Spec) -> Figures:
             return timed_loop(lambda: raw.call("fs/getMetadata", params), n, warmup)
         finally:
             raw.close()
+    if subject == "raw threaded":
+        threaded = _threaded_raw(spec)
+        params = {"path": threaded.uri("/")}
+        try:
+            return timed_loop(lambda: threaded.call("fs/getMetadata", params), n, warmup)
+        finally:
+            threaded.close()
     with _client(spec) as c:
         return timed_loop(lambda: c.fs_get_metadata(path="/"), n, warmup)
 
@@ -162,7 +176,7 @@ def calls_per_s(spec: Spec) -> Figures:
     if spec["subject"] == "raw":
         rate = _raw_pipelined(spec, n, cap)
     else:
-        rate = _sdk_threads(spec, n, cap, threads)
+        rate = _sdk_threads(spec, n, cap, threads, threaded_raw=spec["subject"] == "raw threaded")
     return {"calls_per_s": rate, "cpu_us_per_call": (time.process_time() - cpu0) * 1e6 / n}
 
 
@@ -196,18 +210,28 @@ def _raw_pipelined(spec: Spec, n: int, cap: int) -> float:
     return rate
 
 
-def _sdk_threads(spec: Spec, n: int, cap: int, threads: int) -> float:
-    """``threads`` threads share one Client (max_in_flight=cap), n calls in all."""
-    with _client(spec, max_in_flight=cap) as c:
+def _sdk_threads(spec: Spec, n: int, cap: int, threads: int, *, threaded_raw: bool) -> float:
+    """``threads`` threads share one Client (max_in_flight=cap), n calls in all; or, with
+    ``threaded_raw``, one ThreadedRawClient (the one-reader design without the SDK)."""
+    if threaded_raw:
+        raw = _threaded_raw(spec)
+        params = {"path": raw.uri("/")}
+        client = contextlib.closing(raw)
+        call: Callable[[], object] = lambda: raw.call("fs/getMetadata", params)  # noqa: E731
+    else:
+        c = _client(spec, max_in_flight=cap)
+        client = c
+        call = lambda: c.fs_get_metadata(path="/")  # noqa: E731
+    with client:
         for _ in range(50):
-            c.fs_get_metadata(path="/")
+            call()
         per = n // threads
         start = threading.Barrier(threads + 1)
 
         def worker() -> None:
             start.wait()
             for _ in range(per):
-                c.fs_get_metadata(path="/")
+                call()
 
         pool = [threading.Thread(target=worker, name=f"caller-{i}") for i in range(threads)]
         for th in pool:

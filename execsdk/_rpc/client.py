@@ -26,6 +26,7 @@ from execsdk._protocol.jsonrpc import (
     encode_notification,
     encode_request,
 )
+from execsdk._protocol.redact import redacted
 from execsdk._rpc.bus import EventBus
 from execsdk._transport.base import Transport
 from execsdk.errors import (
@@ -64,6 +65,17 @@ def _after_fork_in_child() -> None:
 _NO_FORK_HOOK = not hasattr(os, "register_at_fork")
 if not _NO_FORK_HOOK:
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _as_logged(msg: Notification | Response | object) -> dict[str, object]:
+    if isinstance(msg, Notification):
+        return {"method": msg.method, "params": msg.params}
+    if isinstance(msg, Response):
+        if msg.error is not None:
+            error = {"code": msg.error.code, "message": msg.error.message}
+            return {"id": msg.id, "error": error}
+        return {"id": msg.id, "result": msg.result}
+    return {"unexpected": repr(msg)}
 
 
 class _Pending:
@@ -201,6 +213,8 @@ class RpcClient:
         overdue: list[bool] = []
         try:
             text = encode_request(req_id, method, params)
+            if log.isEnabledFor(logging.DEBUG):
+                self._log_frame("->", {"id": req_id, "method": method, "params": params})
             if len(text) >= WATCHED_SEND and deadline.total is not None:
                 self._send_watched(text, deadline, overdue)
             else:
@@ -290,6 +304,8 @@ class RpcClient:
         """Send a notification (no answer expected)."""
         self._check_usable()
         deadline = Deadline(resolve_timeout(timeout, self.timeout))
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_frame("->", {"method": method, "params": params})
         try:
             self._transport.send(encode_notification(method, params), timeout=deadline.left())
         except TimeoutError:
@@ -321,6 +337,8 @@ class RpcClient:
                     # Garbage from the server: the link can no longer be trusted.
                     cause = exc
                     break
+                if log.isEnabledFor(logging.DEBUG):
+                    self._log_frame("<-", _as_logged(msg))
                 if isinstance(msg, Notification):
                     params = msg.params if isinstance(msg.params, dict) else {}
                     self.bus.publish(msg.method, params)
@@ -337,6 +355,10 @@ class RpcClient:
         finally:
             self._fail_all(cause)
             self._ended.set()
+
+    def _log_frame(self, direction: str, message: dict[str, object]) -> None:
+        """One frame at DEBUG: data, env and headers replaced by sizes, cut to 200 chars."""
+        log.debug("%s %s %s", self.description, direction, redacted(message))
 
     def _settle(self, msg: Response) -> None:
         with self._lock:
