@@ -149,20 +149,13 @@ def call_latency(spec: Spec) -> Figures:
     subject = spec["subject"]
     if subject == "local":
         return timed_loop(lambda: os.stat("/"), n, warmup)
-    if subject == "raw":
-        raw = _raw(spec)
+    if subject in ("raw", "raw threaded"):
+        raw = _raw(spec) if subject == "raw" else _threaded_raw(spec)
         params = {"path": raw.uri("/")}
         try:
             return timed_loop(lambda: raw.call("fs/getMetadata", params), n, warmup)
         finally:
             raw.close()
-    if subject == "raw threaded":
-        threaded = _threaded_raw(spec)
-        params = {"path": threaded.uri("/")}
-        try:
-            return timed_loop(lambda: threaded.call("fs/getMetadata", params), n, warmup)
-        finally:
-            threaded.close()
     with _client(spec) as c:
         return timed_loop(lambda: c.fs_get_metadata(path="/"), n, warmup)
 
