@@ -187,10 +187,12 @@ class WebSocketTransport:
         self._closing = False
         self._eof = threading.Event()
         # Reader state (reader thread only).
-        self._buf = b""
+        # Unread bytes are buf[_pos:_end]; reads land right after them, so a frame's payload
+        # is copied once, when it is cut out (bytes from a memoryview slice).
+        self._buf = bytearray(2 * _READ_SIZE + 64)
+        self._view = memoryview(self._buf)
         self._pos = 0
-        self._scratch = bytearray(_READ_SIZE)
-        self._scratch_view = memoryview(self._scratch)
+        self._end = 0
         self._quickack = _QUICKACK is not None and sock.family in (
             socket.AF_INET,
             socket.AF_INET6,
@@ -310,9 +312,18 @@ class WebSocketTransport:
     # ------------------------------------------------------------------ receiving
 
     def _fill(self) -> bool:
-        """Read more bytes into the buffer; False at end of stream."""
+        """Read more bytes after the unread ones; False at end of stream."""
+        pos, end = self._pos, self._end
+        if pos == end:
+            pos = end = 0
+        elif len(self._buf) - end < _READ_SIZE:
+            # Too little room at the tail: move the unread part (less than one frame of at
+            # most _READ_SIZE, or it would have been read straight into place) to the front.
+            self._buf[: end - pos] = self._view[pos:end]
+            pos, end = 0, end - pos
+        self._pos, self._end = pos, end
         try:
-            n = self._sock.recv_into(self._scratch)
+            n = self._sock.recv_into(self._view[end:], len(self._buf) - end)
         except OSError:
             self._eof.set()
             if self._closing:
@@ -326,15 +337,10 @@ class WebSocketTransport:
                 self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
             except OSError:
                 self._quickack = False
-        # Reading into one reused buffer and copying out what arrived avoids allocating (and
-        # on glibc mmap-ing) a fresh 256 KiB object per read.
-        data = self._scratch_view[:n].tobytes()
-        pos = self._pos
-        self._buf = self._buf[pos:] + data if pos < len(self._buf) else data
-        self._pos = 0
+        self._end = end + n
         return True
 
-    def _read_exact(self, first: bytes, n: int) -> bytes:
+    def _read_exact(self, first: bytes | memoryview, n: int) -> bytes:
         """A big payload: what is buffered (``first``) plus the rest read straight into place."""
         into = bytearray(n)
         into[: len(first)] = first
@@ -360,7 +366,7 @@ class WebSocketTransport:
         while True:
             buf = self._buf
             pos = self._pos
-            avail = len(buf) - pos
+            avail = self._end - pos
             if avail >= 2:
                 first = buf[pos]
                 second = buf[pos + 1]
@@ -382,13 +388,13 @@ class WebSocketTransport:
                     if n > MAX_MESSAGE:
                         raise _ProtocolViolation(f"{self._url} sent a frame of {n} bytes")
                     end = pos + head + n
-                    if end <= len(buf):
+                    if end <= self._end:
                         self._pos = end
-                        return first, buf[pos + head : end]
+                        return first, self._view[pos + head : end].tobytes()
                     if n > _READ_SIZE:
-                        start = pos + head
-                        self._buf, self._pos = b"", 0
-                        return first, self._read_exact(buf[start:], n)
+                        start, stop = pos + head, self._end
+                        self._pos = self._end = 0
+                        return first, self._read_exact(self._view[start:stop], n)
             if not self._fill():
                 return None
 
@@ -397,7 +403,7 @@ class WebSocketTransport:
         network (reader thread only; the RPC reader batches work until this turns False)."""
         buf = self._buf
         pos = self._pos
-        avail = len(buf) - pos
+        avail = self._end - pos
         if avail < 2:
             return False
         n = buf[pos + 1] & 0x7F
