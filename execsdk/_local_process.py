@@ -14,6 +14,11 @@ waiter thread per process (``execsdk-local-wait-<n>``) does the blocking wait in
 process's leader is left a zombie (its status read with ``WNOWAIT``) until the process is
 closed, so its process group id cannot be reused while we may still signal it.
 
+Output can be paused (:meth:`LocalProcessBackend.pause_output`): the I/O thread then stops
+reading a process's pipes, so once the pipe (or pty) buffer is full the child blocks in
+``write()``. That is how our server slows a process down for a client that reads slowly,
+without ever blocking the I/O thread itself.
+
 Differences a caller may notice: ``interrupt`` sends SIGINT to the whole process group (codex
 signals the process); ``write`` never blocks, so bytes a child does not read queue up in memory;
 argv[0] is looked up on the child's PATH (``os.defpath`` when it has none: like codex, never on
@@ -198,8 +203,10 @@ class _Proc:
         self.closed = False
         self.closed_at: float | None = None
         self.reaped = False
+        self.output_paused = False  # pause_output(id): written under lock, read by the I/O thread
         # output side (I/O thread only after registration)
         self.outputs: dict[int, Stream] = {}
+        self.reading: set[int] = set()  # output fds registered in the selector
         self.pidfd = -1
         self.registered = False
         # stdin side
@@ -248,6 +255,7 @@ _Command = (
     tuple[Literal["register"], _Proc]
     | tuple[Literal["flush"], _Proc]
     | tuple[Literal["exit"], _Proc, int]
+    | tuple[Literal["flow"], _Proc | None]
     | tuple[Literal["stop"], float]
 )
 
@@ -283,6 +291,7 @@ class LocalProcessBackend:
         self._lock = threading.Lock()  # guards _procs, _closing, thread start
         self._procs: dict[str, _Proc] = {}
         self._closing = False
+        self._output_paused = False  # pause_output(None); written under _lock
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._thread: threading.Thread | None = None
         self._sel: selectors.BaseSelector | None = None
@@ -667,6 +676,67 @@ class LocalProcessBackend:
         with proc.lock:
             proc.receiver = events
 
+    # ----------------------------------------------------------------- flow control
+
+    def pause_output(self, process_id: str | None = None) -> None:
+        """Stop reading a process's stdout/stderr/pty, or (``None``) every process's, including
+        processes started later, until :meth:`resume_output` with the same argument.
+
+        The child blocks in ``write()`` once its pipe or pty buffer is full. Its exit is still
+        reported (``exited`` may then come before the output still waiting in the pipe, as
+        PROTOCOL.md §4.2 allows); ``closed`` comes only after all output was read and delivered.
+        Takes effect before the I/O thread's next read, so at most one read (64 KiB per
+        stream) may still be delivered. A process paused by id stays paused while the whole
+        backend is resumed, and the other way round. :meth:`close` reads everything regardless.
+        Never blocks; idempotent.
+
+        Raises:
+            errors.ProcessNotFound: unknown or forgotten id.
+        """
+        # Pausing needs no command: the I/O thread checks the flag before every read and drops
+        # a paused fd from its selector the next time it finds it readable.
+        if process_id is None:
+            with self._lock:
+                self._output_paused = True
+            return
+        proc = self._require(process_id)
+        with proc.lock:
+            proc.output_paused = True
+
+    def resume_output(self, process_id: str | None = None) -> None:
+        """Undo :meth:`pause_output` with the same argument; reading resumes at once.
+
+        Never blocks (the I/O thread is woken); idempotent.
+
+        Raises:
+            errors.ProcessNotFound: unknown or forgotten id.
+        """
+        if process_id is None:
+            with self._lock:
+                was = self._output_paused
+                self._output_paused = False
+            if was:
+                self._post(("flow", None))
+            return
+        proc = self._require(process_id)
+        with proc.lock:
+            was = proc.output_paused
+            proc.output_paused = False
+        if was:
+            self._post(("flow", proc))
+
+    def output_paused(self, process_id: str | None = None) -> bool:
+        """True while :meth:`pause_output` holds this process (or, for ``None``, the backend).
+
+        A process is read only when neither it nor the whole backend is paused.
+
+        Raises:
+            errors.ProcessNotFound: unknown or forgotten id.
+        """
+        if process_id is None:
+            return self._output_paused
+        return self._require(process_id).output_paused
+
     # ----------------------------------------------------------------- close
 
     def close(self, timeout: float = 5.0) -> None:
@@ -806,8 +876,11 @@ class LocalProcessBackend:
                         self._flush(cmd[1])
                 elif cmd[0] == "exit":
                     self._set_exited(cmd[1], cmd[2])
+                elif cmd[0] == "flow":
+                    self._sync_flow(cmd[1])
                 else:
                     self._stop_at = cmd[1]
+                    self._sync_flow(None)  # closing reads paused output too, so it can close
             except Exception:
                 log.exception("local I/O thread: command %s failed", cmd[0])
 
@@ -820,8 +893,7 @@ class LocalProcessBackend:
     def _register(self, proc: _Proc) -> None:
         sel = self._sel
         assert sel is not None
-        for fd, stream in proc.outputs.items():
-            sel.register(fd, selectors.EVENT_READ, _Watch("out", proc, stream))
+        self._sync_reading(proc)
         if proc.pidfd >= 0:
             sel.register(proc.pidfd, selectors.EVENT_READ, _Watch("pidfd", proc))
         else:
@@ -847,11 +919,43 @@ class LocalProcessBackend:
         self._waiters.add(thread)
         thread.start()
 
+    def _held(self, proc: _Proc) -> bool:
+        # Plain attribute reads: the flags are bools written under a lock by pause/resume, and
+        # a resume always posts a "flow" command after writing, so a stale read is corrected.
+        return (proc.output_paused or self._output_paused) and self._stop_at is None
+
+    def _sync_reading(self, proc: _Proc) -> None:
+        """Register or unregister the process's output fds as its pause state says."""
+        sel = self._sel
+        assert sel is not None
+        held = self._held(proc)
+        for fd, stream in proc.outputs.items():
+            if held and fd in proc.reading:
+                sel.unregister(fd)
+                proc.reading.discard(fd)
+            elif not held and fd not in proc.reading:
+                sel.register(fd, selectors.EVENT_READ, _Watch("out", proc, stream))
+                proc.reading.add(fd)
+
+    def _sync_flow(self, proc: _Proc | None) -> None:
+        if proc is not None:
+            procs = [proc]
+        else:
+            with self._lock:
+                procs = list(self._procs.values())
+        for p in procs:
+            if p.registered:
+                self._sync_reading(p)
+
     def _on_readable(self, fd: int, watch: _Watch) -> None:
         proc = watch.proc
         stream = watch.stream
         assert proc is not None and stream is not None
-        pieces: list[bytes] = []
+        if self._held(proc):
+            assert self._sel is not None
+            self._sel.unregister(fd)
+            proc.reading.discard(fd)
+            return
         eof = False
         for _ in range(_READS_PER_WAKE):
             try:
@@ -866,28 +970,27 @@ class LocalProcessBackend:
             if not data:
                 eof = True
                 break
-            pieces.append(data)
-            if len(data) < _READ_SIZE:
+            # Delivered read by read: a receiver that pauses the output stops this burst.
+            self._emit_output(proc, stream, data)
+            if len(data) < _READ_SIZE or self._held(proc):
                 break
-        if pieces:
-            self._emit_output(proc, stream, pieces)
         if eof:
             assert self._sel is not None
             self._sel.unregister(fd)
+            proc.reading.discard(fd)
             os.close(fd)
             del proc.outputs[fd]
             self._maybe_closed(proc)
 
-    def _emit_output(self, proc: _Proc, stream: Stream, pieces: list[bytes]) -> None:
+    def _emit_output(self, proc: _Proc, stream: Stream, data: bytes) -> None:
         out: list[OutputChunk] = []
         limit = self._retain_bytes
         with proc.lock:
-            for data in pieces:
-                for i in range(0, len(data), MAX_CHUNK):
-                    proc.seq += 1
-                    chunk = OutputChunk(stream, data[i : i + MAX_CHUNK], proc.seq)
-                    proc.retain(chunk, limit)
-                    out.append(chunk)
+            for i in range(0, len(data), MAX_CHUNK):
+                proc.seq += 1
+                chunk = OutputChunk(stream, data[i : i + MAX_CHUNK], proc.seq)
+                proc.retain(chunk, limit)
+                out.append(chunk)
             proc.cond.notify_all()
             receiver = proc.receiver
         if receiver is not None:

@@ -10,6 +10,14 @@ Process events arrive on the backend's I/O thread. They are turned into ``proces
 notifications and queued on the attached connection's :class:`Outbox` without ever blocking
 that thread; while the session is detached they are dropped, as codex does (the client reads
 what it missed with ``process/read``).
+
+Back-pressure: a client that reads slower than its processes write slows those processes down,
+as codex does, instead of being dropped. When more than :data:`DEFAULT_OUTPUT_HIGH_WATER` bytes
+of ``process/output`` notifications wait in a connection's outbox, the session pauses reading
+its processes' output (:meth:`LocalProcessBackend.pause_output`), so their pipes fill and the
+children block in ``write()``; below :data:`DEFAULT_OUTPUT_LOW_WATER` reading resumes. Each
+session has its own backend, so only the slow connection's processes wait. Replies are never
+held back and never count toward the marks.
 """
 
 from __future__ import annotations
@@ -28,7 +36,15 @@ from execsdk._protocol.jsonrpc import encode_notification
 from execsdk.environment import Stream
 from execsdk.server.params import b64encode
 
-__all__ = ["DEFAULT_SESSION_GRACE", "Outbox", "Session", "SessionRegistry"]
+__all__ = [
+    "DEFAULT_OUTBOX_LIMIT",
+    "DEFAULT_OUTPUT_HIGH_WATER",
+    "DEFAULT_OUTPUT_LOW_WATER",
+    "DEFAULT_SESSION_GRACE",
+    "Outbox",
+    "Session",
+    "SessionRegistry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +52,21 @@ DEFAULT_SESSION_GRACE = 80.0
 """Seconds a detached session waits for a resume before its processes are killed (codex G2)."""
 
 DEFAULT_OUTBOX_LIMIT = 256 * 1024 * 1024
-"""Queued outgoing bytes after which a connection that does not read is dropped."""
+"""Queued outgoing bytes after which a connection that does not read is dropped.
+
+Process output cannot reach it (it pauses at the high-water mark); replies can, for a client
+that keeps asking and never reads (e.g. large ``fs/readFile`` answers)."""
+
+DEFAULT_OUTPUT_HIGH_WATER = 8 * 1024 * 1024
+"""Queued ``process/output`` text (base64 JSON, ~1.37 x the raw bytes) above which the
+connection's processes are paused: about 6 MiB of output, enough to keep a fast socket busy for
+milliseconds while bounding what a slow client costs in memory."""
+
+DEFAULT_OUTPUT_LOW_WATER = 2 * 1024 * 1024
+"""Queued ``process/output`` text below which paused processes resume. The 2 MiB still queued
+keep the socket busy while the I/O thread wakes and the children refill their pipes (tens of
+microseconds), and the 6 MiB between the marks make pause/resume happen at most once per ~4 MiB
+of output."""
 
 _outbox_ids = itertools.count(1)
 
@@ -45,10 +75,15 @@ class Outbox:
     """The single writer of one connection: messages queue here, one thread sends them in order.
 
     :meth:`put` never blocks, so the backend's I/O thread and the request workers can hand over
-    messages freely. If more than ``limit`` bytes pile up (the client stopped reading) the
-    connection is given up: ``on_overflow`` is called once and later messages are dropped.
+    messages freely. Messages queued with ``output=True`` (process output) are counted apart:
+    when more than ``high_water`` bytes of them wait, :attr:`output_paused` turns True, and
+    False again once the writer brought them below ``low_water``; on each change the flow
+    listener (:meth:`set_flow_listener`) is called so the producer can pause or resume. If more
+    than ``limit`` bytes pile up in all (a client that never reads) the connection is given up:
+    ``on_overflow`` is called once and later messages are dropped.
 
-    Thread-safety: every method may be called from any thread.
+    Thread-safety: every method may be called from any thread; the flow listener runs on the
+    thread that changed the state (never under the outbox's lock) and must not block.
     """
 
     def __init__(
@@ -58,13 +93,23 @@ class Outbox:
         name: str | None = None,
         on_overflow: Callable[[], None] | None = None,
         limit: int = DEFAULT_OUTBOX_LIMIT,
+        high_water: int = DEFAULT_OUTPUT_HIGH_WATER,
+        low_water: int = DEFAULT_OUTPUT_LOW_WATER,
     ) -> None:
+        if not 0 <= low_water <= high_water:
+            raise ValueError(f"need 0 <= low_water <= high_water, got {low_water}, {high_water}")
         self._send = send
         self._on_overflow = on_overflow
         self._limit = limit
+        self._high = high_water
+        self._low = low_water
         self._cond = threading.Condition()
-        self._queue: collections.deque[str] = collections.deque()
+        # (text, bytes counted as output): the writer subtracts what it takes off the queue
+        self._queue: collections.deque[tuple[str, int]] = collections.deque()
         self._queued_bytes = 0
+        self._output_bytes = 0
+        self._paused = False
+        self._listener: Callable[[], None] | None = None
         self._closed = False
         self._broken = False
         self._thread = threading.Thread(
@@ -77,21 +122,60 @@ class Outbox:
         """True once closed or broken: :meth:`put` drops everything."""
         return self._closed or self._broken
 
-    def put(self, text: str) -> bool:
-        """Queue one message; False when it was dropped (closed, broken or overflowing)."""
+    @property
+    def output_paused(self) -> bool:
+        """True while too much process output waits (between crossing the high-water mark and
+        draining below the low-water mark); always False once closed or broken."""
+        return self._paused
+
+    @property
+    def queued_bytes(self) -> int:
+        """Characters of all messages waiting to be sent."""
+        return self._queued_bytes
+
+    def set_flow_listener(self, listener: Callable[[], None] | None) -> None:
+        """Call ``listener()`` whenever :attr:`output_paused` changes (it reads the property).
+
+        The listener may be called late or more than once for one change, from any thread, so
+        it must apply the *current* state (level, not edge) and serialise itself.
+        """
+        self._listener = listener
+
+    def _flow_changed(self) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        try:
+            listener()
+        except Exception:
+            log.exception("%s: flow listener failed", self._thread.name)
+
+    def put(self, text: str, *, output: bool = False) -> bool:
+        """Queue one message; False when it was dropped (closed, broken or overflowing).
+
+        ``output``: the message carries process output and counts toward the water marks.
+        """
         overflow = False
+        changed = False
         with self._cond:
             if self._closed or self._broken:
                 return False
             if self._queued_bytes + len(text) > self._limit and self._queue:
                 self._broken = True
-                self._queue.clear()
-                self._queued_bytes = 0
+                self._clear()
+                changed = self._set_paused(False)
                 overflow = True
             else:
-                self._queue.append(text)
+                counted = len(text) if output else 0
+                self._queue.append((text, counted))
                 self._queued_bytes += len(text)
+                if counted:
+                    self._output_bytes += counted
+                    if self._output_bytes > self._high:
+                        changed = self._set_paused(True)
                 self._cond.notify()
+        if changed:
+            self._flow_changed()
         if overflow:
             log.warning(
                 "%s: more than %d bytes wait to be sent; the client does not read, dropping it",
@@ -108,34 +192,63 @@ class Outbox:
 
     def close(self, *, drain: bool = False, timeout: float | None = 5.0) -> None:
         """Stop the writer (after sending what is queued when ``drain``). Idempotent."""
+        changed = False
         with self._cond:
             self._closed = True
             if not drain:
-                self._queue.clear()
-                self._queued_bytes = 0
+                self._clear()
+                changed = self._set_paused(False)
             self._cond.notify_all()
+        if changed:
+            self._flow_changed()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("%s still sending after %ss", self._thread.name, timeout)
 
+    def _clear(self) -> None:
+        # With self._cond held.
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._output_bytes = 0
+
+    def _set_paused(self, paused: bool) -> bool:
+        # With self._cond held; True when the state changed.
+        if self._paused == paused:
+            return False
+        self._paused = paused
+        return True
+
     def _main(self) -> None:
         while True:
+            changed = False
+            text: str | None = None
             with self._cond:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if not self._queue:
-                    return
-                text = self._queue.popleft()
-                self._queued_bytes -= len(text)
+                    changed = self._set_paused(False)
+                else:
+                    text, counted = self._queue.popleft()
+                    self._queued_bytes -= len(text)
+                    if counted:
+                        self._output_bytes -= counted
+                        if self._output_bytes <= self._low:
+                            changed = self._set_paused(False)
+            if changed:
+                self._flow_changed()
+            if text is None:
+                return
             try:
                 self._send(text)
             except Exception as exc:
                 log.debug("%s: send failed (%s); dropping what is queued", self._thread.name, exc)
                 with self._cond:
                     self._broken = True
-                    self._queue.clear()
-                    self._queued_bytes = 0
+                    self._clear()
+                    changed = self._set_paused(False)
+                if changed:
+                    self._flow_changed()
                 return
 
 
@@ -161,7 +274,7 @@ class _ProcessEvents:
             "stream": stream,
             "chunk": b64encode(data),
         }
-        outbox.put(encode_notification("process/output", params))
+        outbox.put(encode_notification("process/output", params), output=True)
 
     def on_exited(self, seq: int, exit_code: int) -> None:
         outbox = self._session.outbox
@@ -199,6 +312,8 @@ class Session:
         self._outbox: Outbox | None = None
         self._owner: object | None = None
         self._write_ids: dict[str, set[str]] = {}
+        self._flow_lock = threading.Lock()
+        self._output_paused = False  # what was last applied to the backend; under _flow_lock
         self.detached_at: float | None = None
         self.closed = False
 
@@ -210,6 +325,37 @@ class Session:
     @property
     def attached(self) -> bool:
         return self._owner is not None
+
+    @property
+    def output_paused(self) -> bool:
+        """True while the session's processes are paused for a slow connection."""
+        return self._output_paused
+
+    def apply_flow(self) -> None:
+        """Pause or resume the processes' output to match the attached outbox (back-pressure).
+
+        Level-triggered and serialised: whoever calls last applies the current state, so calls
+        racing from the writer thread, the I/O thread and attach/detach cannot leave the
+        processes paused for an outbox that drained. A detached session is never paused (its
+        notifications are dropped anyway, and the processes must keep running). Never blocks
+        for long: pausing sets a flag, resuming posts a command to the backend's I/O thread.
+        """
+        with self._flow_lock:
+            outbox = self._outbox
+            paused = outbox is not None and outbox.output_paused and not self.closed
+            if paused == self._output_paused:
+                return
+            self._output_paused = paused
+            try:
+                if paused:
+                    self.backend.pause_output()
+                else:
+                    self.backend.resume_output()
+            except Exception:
+                log.exception(
+                    "session %s: %s output failed", self.id, "pausing" if paused else "resuming"
+                )
+            log.debug("session %s: output %s", self.id, "paused" if paused else "resumed")
 
     def events_for(self, process_id: str) -> _ProcessEvents:
         """The events receiver to register with ``backend.start`` for ``process_id``."""
@@ -310,8 +456,11 @@ class SessionRegistry:
     def connect(self, session: Session, owner: object, outbox: Outbox) -> None:
         """Start sending ``session``'s notifications to ``owner``'s ``outbox``."""
         with self._lock:
-            if session._owner is owner and not session.closed:
-                session._outbox = outbox
+            if session._owner is not owner or session.closed:
+                return
+            session._outbox = outbox
+        outbox.set_flow_listener(session.apply_flow)
+        session.apply_flow()
 
     def detach(self, session: Session, owner: object) -> None:
         """``owner``'s connection is gone: keep the session for ``grace`` seconds."""
@@ -319,13 +468,17 @@ class SessionRegistry:
             if session._owner is not owner or session.closed:
                 return
             session._detach()
-            if self._closed:
-                return
-            timer = threading.Timer(self.grace, self._expire, args=(session.id, session))
-            timer.name = f"execsdk-serve-expiry-{session.id[:8]}"
-            timer.daemon = True
-            self._timers[session.id] = timer
-            timer.start()
+            closing = self._closed
+            if not closing:
+                timer = threading.Timer(self.grace, self._expire, args=(session.id, session))
+                timer.name = f"execsdk-serve-expiry-{session.id[:8]}"
+                timer.daemon = True
+                self._timers[session.id] = timer
+                timer.start()
+        # Detached output is dropped, so nothing may stay paused for the gone connection.
+        session.apply_flow()
+        if closing:
+            return
         log.info(
             "session %s detached; it expires in %.1fs without a resume", session.id, self.grace
         )

@@ -835,3 +835,157 @@ def test_throughput_256mib_stdout_to_noop_receiver() -> None:
         elapsed = time.perf_counter() - t0
     assert sink.n == size
     print(f"256 MiB stdout: {size / 2**20 / elapsed:.0f} MiB/s")
+
+
+# --------------------------------------------------------------------------- flow control
+
+
+def _events_of(rec: Recorder, kind: str) -> list[tuple[object, ...]]:
+    with rec.cond:
+        return [e for e in rec.events if e[0] == kind]
+
+
+@pytest.mark.timeout(30)
+def test_paused_process_blocks_until_resumed_then_delivers_every_byte(
+    backend: LocalProcessBackend,
+) -> None:
+    size = 10 * 1024 * 1024
+    backend.pause_output()  # the whole backend: processes started later too
+    assert backend.output_paused()
+    rec = Recorder()
+    backend.start("z", ProcessSpec(["head", "-c", str(size), "/dev/zero"]), rec)
+    pid = backend.pid("z")
+    assert pid is not None
+    time.sleep(0.5)
+    assert _alive(pid), "head finished although nobody read its pipe"
+    assert rec.events == [] and backend.running_count() == 1
+    backend.resume_output()
+    assert not backend.output_paused()
+    rec.wait_closed(20)
+    assert rec.data() == bytes(size) and rec.exit_code() == 0
+    assert rec.seqs() == list(range(1, len(rec.events) + 1))
+
+
+@pytest.mark.timeout(30)
+def test_pause_by_id_holds_only_that_process(backend: LocalProcessBackend) -> None:
+    size = 8 * 1024 * 1024
+    held, free = Recorder(), Recorder()
+    backend.start("held", ProcessSpec(["head", "-c", str(size), "/dev/zero"]), held)
+    backend.pause_output("held")
+    backend.start("free", ProcessSpec(["head", "-c", str(size), "/dev/zero"]), free)
+    assert backend.output_paused("held") and not backend.output_paused("free")
+    free.wait_closed(20)
+    assert free.data() == bytes(size)
+    time.sleep(0.3)
+    assert not held.closed and held.exit_code() is None
+    assert len(held.data()) < size
+    backend.resume_output("held")
+    held.wait_closed(20)
+    assert held.data() == bytes(size) and held.exit_code() == 0
+    assert held.seqs() == list(range(1, len(held.events) + 1))
+
+
+@pytest.mark.timeout(30)
+def test_exit_while_paused_is_reported_and_closed_waits_for_the_output(
+    backend: LocalProcessBackend,
+) -> None:
+    backend.pause_output()
+    rec = Recorder()
+    # 30000 bytes fit in the pipe, so the child exits although nobody reads.
+    backend.start("e", ProcessSpec(["sh", "-c", "head -c 30000 /dev/zero; exit 3"]), rec)
+    rec.wait_for(lambda: rec.exit_code() == 3)
+    time.sleep(0.2)
+    assert rec.events == [("exited", 1, 3)]
+    state = backend.read("e")
+    assert state.exited and state.exit_code == 3 and not state.closed and state.chunks == ()
+    backend.resume_output()
+    rec.wait_closed()
+    assert rec.data() == bytes(30000)
+    assert rec.seqs() == list(range(1, len(rec.events) + 1))
+    assert rec.events[-1][0] == "closed"
+    assert backend.read("e").closed
+
+
+@pytest.mark.timeout(30)
+def test_paused_tty_process_blocks_until_resumed(backend: LocalProcessBackend) -> None:
+    size = 1024 * 1024
+    backend.pause_output()
+    rec = Recorder()
+    backend.start("t", ProcessSpec(["head", "-c", str(size), "/dev/zero"], tty=True), rec)
+    pid = backend.pid("t")
+    assert pid is not None
+    time.sleep(0.5)
+    assert _alive(pid) and rec.events == []
+    backend.resume_output()
+    rec.wait_closed(20)
+    assert rec.data("pty") == bytes(size) and rec.exit_code() == 0
+
+
+@pytest.mark.timeout(30)
+def test_close_reads_paused_output_so_processes_close() -> None:
+    b = LocalProcessBackend()
+    rec = Recorder()
+    try:
+        b.pause_output()
+        b.start("z", ProcessSpec(["head", "-c", str(10 * 1024 * 1024), "/dev/zero"]), rec)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        b.close()
+        assert time.monotonic() - t0 < 3
+    finally:
+        b.close()
+    assert rec.closed and rec.lost is None and rec.exit_code() == 137
+    assert rec.events[-1][0] == "closed"
+
+
+@pytest.mark.timeout(60)
+def test_pause_and_resume_racing_from_threads_lose_nothing(backend: LocalProcessBackend) -> None:
+    size = 16 * 1024 * 1024
+    stop = threading.Event()
+    stop_lock = threading.Lock()
+
+    class Pauser(Recorder):
+        """Pauses from the I/O thread itself, the way the server's outbox does."""
+
+        def on_output(self, seq: int, stream: Stream, data: bytes) -> None:
+            super().on_output(seq, stream, data)
+            if seq % 97 == 0:
+                with stop_lock:
+                    if not stop.is_set():
+                        backend.pause_output("r")
+
+    def toggler() -> None:
+        while not stop.is_set():
+            backend.resume_output("r")
+            backend.pause_output()
+            time.sleep(0.0005)
+            backend.resume_output()
+            time.sleep(0.0005)
+
+    rec = Pauser()
+    backend.start("r", ProcessSpec(["head", "-c", str(size), "/dev/zero"]), rec)
+    threads = [threading.Thread(target=toggler) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        rec.wait_for(lambda: rec.exit_code() is not None or len(rec.events) > 1000, 20)
+    finally:
+        with stop_lock:
+            stop.set()
+        for t in threads:
+            t.join()
+    assert rec.exit_code() is None, "the racing ended after the process: raise the size"
+    backend.resume_output("r")
+    backend.resume_output()
+    rec.wait_closed(20)
+    assert rec.data() == bytes(size) and rec.exit_code() == 0
+    assert rec.seqs() == list(range(1, len(rec.events) + 1))
+    assert len(_events_of(rec, "closed")) == 1
+
+
+def test_pause_unknown_id_raises_process_not_found(backend: LocalProcessBackend) -> None:
+    for call in (backend.pause_output, backend.resume_output, backend.output_paused):
+        with pytest.raises(errors.ProcessNotFound):
+            call("nope")
+    backend.resume_output()  # nothing paused, no I/O thread yet: a no-op
+    assert not backend.output_paused()

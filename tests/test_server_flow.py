@@ -1,0 +1,264 @@
+"""Back-pressure in ``execsdk serve``: a slow client slows its processes down, nobody is dropped.
+
+A real server (``python -m execsdk serve`` as a subprocess) over a real socket, real processes.
+When a connection's queue of ``process/output`` notifications passes the high-water mark the
+server stops reading that session's pipes, so the child blocks in ``write()``; once the client
+caught up, reading resumes. Other connections keep streaming at full speed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped,unused-ignore]
+import pytest
+import websocket
+
+import execsdk
+from execsdk.server.session import Outbox
+from tests.servers import ServerHandle, start_ours
+
+pytestmark = pytest.mark.timeout(90)
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerHandle]:
+    with start_ours() as handle:
+        yield handle
+
+
+class _Client:
+    """A bare JSON-RPC client whose reading pace the test controls. One thread only.
+
+    websocket-client validates UTF-8 in pure Python (~2 MB/s); the server sends ASCII JSON,
+    so validation is skipped to let the fast phases run at socket speed.
+    """
+
+    def __init__(self, url: str, resume: str | None = None) -> None:
+        self.ws = websocket.create_connection(
+            url, suppress_origin=True, skip_utf8_validation=True, timeout=30
+        )
+        self.stash: list[dict[str, Any]] = []  # notifications that came before a reply
+        self._ids = itertools.count(1)
+        init = {"clientName": "flow-test", "resumeSessionId": resume}
+        self.session_id: str = self.result("initialize", init)["sessionId"]
+        self.ws.send(json.dumps({"method": "initialized", "params": {}}))
+
+    def recv(self) -> dict[str, Any]:
+        if self.stash:
+            return self.stash.pop(0)
+        msg: dict[str, Any] = json.loads(self.ws.recv())
+        return msg
+
+    def result(self, method: str, params: dict[str, Any]) -> Any:
+        rid = next(self._ids)
+        self.ws.send(json.dumps({"id": rid, "method": method, "params": params}))
+        while True:
+            msg: dict[str, Any] = json.loads(self.ws.recv())
+            if msg.get("id") == rid:
+                assert "result" in msg, msg
+                return msg["result"]
+            self.stash.append(msg)  # output may come before the start answer (§4.3)
+
+    def start(self, process_id: str, argv: list[str], cwd: Path) -> None:
+        params = {"processId": process_id, "argv": argv, "cwd": cwd.as_uri()}
+        self.result("process/start", {**params, "env": {}, "tty": False})
+
+    def close(self) -> None:
+        self.ws.close(timeout=2)
+
+
+def _children_running(server: ServerHandle, name: str) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(server.popen.pid).children(recursive=True):
+        try:
+            if child.name() == name and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+class _Stream:
+    """Collects one process's notifications from a RawConn and checks their seq order."""
+
+    def __init__(self, process_id: str) -> None:
+        self.process_id = process_id
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.next_seq = 1
+        self.exit_code: int | None = None
+        self.closed = False
+
+    def feed(self, msg: dict[str, Any]) -> None:
+        assert "method" in msg, f"unexpected reply {msg!r}"
+        params = msg["params"]
+        assert params["processId"] == self.process_id
+        assert not self.closed, "an event after process/closed"
+        # Every event takes the next seq: any loss, duplicate or reordering shows up here.
+        assert params["seq"] == self.next_seq, (params["seq"], self.next_seq)
+        self.next_seq += 1
+        if msg["method"] == "process/output":
+            data = base64.b64decode(params["chunk"])
+            self.digest.update(data)
+            self.size += len(data)
+        elif msg["method"] == "process/exited":
+            self.exit_code = params["exitCode"]
+        else:
+            assert msg["method"] == "process/closed"
+            self.closed = True
+
+
+def test_slow_reader_receives_every_byte_while_the_process_is_slowed_down(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    total = 64 * MIB
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(total))
+    expected = hashlib.sha256(payload.read_bytes()).hexdigest()
+    server_proc = psutil.Process(server.popen.pid)
+    conn = _Client(server.url)
+    try:
+        rss_before = server_proc.memory_info().rss
+        conn.start("slow", ["cat", str(payload)], tmp_path)
+        stream = _Stream("slow")
+        # Phase 1: read ~4 MB/s for 3 s. A server that buffered instead would have all 64 MiB
+        # (~88 MB of JSON) queued within a second and `cat` long gone.
+        rate = 4_000_000
+        began = time.monotonic()
+        rss_peak = rss_before
+        cat_alive_while_slow = False
+        while (elapsed := time.monotonic() - began) < 3.0:
+            stream.feed(conn.recv())
+            ahead = stream.size / rate - elapsed
+            if ahead > 0:
+                time.sleep(ahead)
+                rss_peak = max(rss_peak, server_proc.memory_info().rss)
+            if elapsed > 2.0 and not cat_alive_while_slow:
+                cat_alive_while_slow = bool(_children_running(server, "cat"))
+        slow_bytes = stream.size
+        # Phase 2: read at full speed to the end.
+        while not stream.closed:
+            stream.feed(conn.recv())
+        rss_peak = max(rss_peak, server_proc.memory_info().rss)
+    finally:
+        conn.close()
+    assert slow_bytes < 24 * MIB  # the slow phase really was slow
+    assert cat_alive_while_slow, "cat finished while the client read slowly: no back-pressure"
+    assert stream.size == total
+    assert stream.digest.hexdigest() == expected
+    assert stream.exit_code == 0
+    growth = rss_peak - rss_before
+    assert growth < 48 * MIB, f"server RSS grew by {growth / MIB:.1f} MiB"
+
+
+def test_other_connection_streams_at_full_speed_while_one_client_stalls(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    stalled = _Client(server.url)
+    try:
+        stalled.start("big", ["head", "-c", str(96 * MIB), "/dev/zero"], tmp_path)
+        time.sleep(0.5)  # the stalled client reads nothing: its process must be held
+        assert _children_running(server, "head"), "the stalled client's process already ended"
+        began = time.monotonic()
+        with execsdk.connect(server.url, timeout=60) as env:
+            result = env.run(["head", "-c", str(32 * MIB), "/dev/zero"], timeout=60)
+        took = time.monotonic() - began
+        assert result.returncode == 0 and len(result.stdout) == 32 * MIB
+        assert result.stdout.count(0) == 32 * MIB
+        assert took < 15.0, f"32 MiB took {took:.1f}s next to a stalled connection"
+        assert _children_running(server, "head"), "the stalled client's process was not held"
+        # The stalled client was kept, not dropped, and still gets everything.
+        stream = _Stream("big")
+        while not stream.closed:
+            stream.feed(stalled.recv())
+        assert stream.size == 96 * MIB and stream.exit_code == 0
+    finally:
+        stalled.close()
+
+
+def test_a_stalled_connection_that_goes_away_lets_its_processes_run_on(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    stalled = _Client(server.url)
+    stalled.start("held", ["head", "-c", str(64 * MIB), "/dev/zero"], tmp_path)
+    time.sleep(0.5)
+    assert _children_running(server, "head"), "the stalled client's process already ended"
+    stalled.close()  # detached: notifications are dropped, so nothing may stay paused
+    deadline = time.monotonic() + 15
+    while _children_running(server, "head") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _children_running(server, "head"), "still paused after its connection went away"
+    resumed = _Client(server.url, resume=stalled.session_id)
+    try:
+        state = resumed.result("process/read", {"processId": "held", "waitMs": 10_000})
+        deadline = time.monotonic() + 10
+        while not state["closed"] and time.monotonic() < deadline:
+            state = resumed.result("process/read", {"processId": "held", "waitMs": 1000})
+        assert state["exited"] and state["exitCode"] == 0 and state["closed"]
+    finally:
+        resumed.close()
+
+
+def test_outbox_pauses_above_high_water_and_resumes_below_low_water() -> None:
+    gate = threading.Event()
+    sent: list[str] = []
+    changes: list[bool] = []
+
+    def send(text: str) -> None:
+        gate.wait(10)
+        sent.append(text)
+
+    outbox = Outbox(send, high_water=1000, low_water=300, limit=10_000)
+    outbox.set_flow_listener(lambda: changes.append(outbox.output_paused))
+    try:
+        assert outbox.put("r" * 5000)  # a reply: taken by the blocked writer, never counted
+        time.sleep(0.1)
+        assert outbox.put("r" * 2000)  # replies never pause anything
+        assert not outbox.output_paused and changes == []
+        for _ in range(5):
+            assert outbox.put("o" * 200, output=True)
+        assert not outbox.output_paused  # 1000 is not above the mark
+        assert outbox.put("o" * 200, output=True)
+        assert outbox.output_paused and changes == [True]
+        gate.set()
+        deadline = time.monotonic() + 5
+        while outbox.queued_bytes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not outbox.output_paused and changes == [True, False]
+        assert len(sent) == 8
+    finally:
+        gate.set()
+        outbox.close()
+
+
+def test_outbox_closing_lifts_a_pause() -> None:
+    gate = threading.Event()
+    changes: list[bool] = []
+
+    def send(text: str) -> None:
+        gate.wait(10)
+
+    outbox = Outbox(send, high_water=100, low_water=10)
+    outbox.set_flow_listener(lambda: changes.append(outbox.output_paused))
+    try:
+        for _ in range(3):
+            outbox.put("o" * 60, output=True)
+        assert outbox.output_paused
+        outbox.close(timeout=0.1)  # the writer is stuck in send; the queue is dropped
+        assert not outbox.output_paused and changes == [True, False]
+        assert outbox.put("o" * 60, output=True) is False
+    finally:
+        gate.set()
+        outbox.close()
