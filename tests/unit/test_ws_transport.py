@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from execsdk._transport.websocket import FRAME_LIMIT, WebSocketTransport
 
@@ -275,3 +277,56 @@ def test_c_masking_and_python_masking_agree(size: int, monkeypatch: pytest.Monke
     without_c = b"".join(wsmod._masked_parts(key, memoryview(data)[3:]))
     assert with_c == expected
     assert without_c == expected
+
+
+class _TricklingSocket:
+    """Hands out a fixed byte string in pieces of chosen sizes, as TCP may; then EOF."""
+
+    family = socket.AF_UNIX
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self._data = data
+        self._at = 0
+        self._sizes = sizes or [1]
+        self._turn = 0
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        want = self._sizes[self._turn % len(self._sizes)]
+        self._turn += 1
+        n = min(want, nbytes or len(buffer), len(self._data) - self._at)
+        buffer[:n] = self._data[self._at : self._at + n]
+        self._at += n
+        return n
+
+
+def _transport_over(data: bytes, sizes: list[int]) -> WebSocketTransport:
+    import types
+
+    fake = types.SimpleNamespace(sock=_TricklingSocket(data, sizes))
+    transport = WebSocketTransport(fake, "ws://trickle")  # type: ignore[arg-type]
+    transport._closing = True  # end of data reads as a clean end, not a reset
+    return transport
+
+
+@given(
+    payloads=st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.integers(min_value=0, max_value=700_000).map(lambda n: b"x" * n),
+        ),
+        max_size=12,
+    ),
+    sizes=st.lists(st.integers(min_value=1, max_value=600_000), min_size=1, max_size=8),
+)
+@settings(max_examples=60, deadline=None)
+def test_frames_split_anywhere_come_out_whole_and_in_order(
+    payloads: list[bytes], sizes: list[int]
+) -> None:
+    """Whatever the read sizes (1 byte to more than a buffer), every message comes out once,
+    whole and in order: small frames cut from the buffer, big ones read straight into place."""
+    wire = b"".join(_server_frame(2, p) for p in payloads)
+    transport = _transport_over(wire, sizes)
+    got = []
+    while (msg := transport.recv()) is not None:
+        got.append(bytes(msg))
+    assert got == payloads
