@@ -483,14 +483,16 @@ class LocalFsBackend:
             raise errors.NotFound(-32004, f"unknown file handle `{handle_id}`", method=method)
         return handle
 
-    def read_block(
-        self, handle_id: str, offset: int, length: int, *, timeout: Timeoutish = UNSET
-    ) -> tuple[bytes, bool]:
-        """``fs/readBlock``: up to ``length`` bytes at ``offset``; EOF when fewer came back."""
-        method = "fs/readBlock"
+    @contextlib.contextmanager
+    def _block_io(
+        self, handle_id: str, offset: int, length: int, mode: Literal["read", "replace"]
+    ) -> Iterator[_Handle]:
+        """The checks ``fs/readBlock`` and ``fs/writeBlock`` share, in the server's order
+        (length, offset, handle, mode); yields the handle locked, with OS errors mapped."""
+        method, verb = ("fs/readBlock", "read") if mode == "read" else ("fs/writeBlock", "write")
         if not 1 <= length <= MAX_BLOCK:
             raise errors.InvalidRequest(
-                -32600, f"file read block length must be between 1 and {MAX_BLOCK}", method=method
+                -32600, f"file {verb} block length must be between 1 and {MAX_BLOCK}", method=method
             )
         if offset < 0:
             raise errors.InvalidParams(-32602, "invalid number", method=method)
@@ -498,45 +500,37 @@ class LocalFsBackend:
         with handle.lock:
             if handle.closed:
                 raise errors.NotFound(-32004, f"unknown file handle `{handle_id}`", method=method)
-            if handle.mode != "read":
+            if handle.mode != mode:
                 raise errors.os_error(
                     errno.EBADF, os.strerror(errno.EBADF), handle.path, method=method
                 )
             with _mapped(method, handle.path):
-                parts: list[bytes] = []
-                got = 0
-                while got < length:
-                    chunk = os.pread(handle.fd, length - got, offset + got)
-                    if not chunk:
-                        break
-                    parts.append(chunk)
-                    got += len(chunk)
+                yield handle
+
+    def read_block(
+        self, handle_id: str, offset: int, length: int, *, timeout: Timeoutish = UNSET
+    ) -> tuple[bytes, bool]:
+        """``fs/readBlock``: up to ``length`` bytes at ``offset``; EOF when fewer came back."""
+        with self._block_io(handle_id, offset, length, "read") as handle:
+            parts: list[bytes] = []
+            got = 0
+            while got < length:
+                chunk = os.pread(handle.fd, length - got, offset + got)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
         return b"".join(parts), got < length
 
     def write_block(
         self, handle_id: str, offset: int, data: bytes, *, timeout: Timeoutish = UNSET
     ) -> None:
         """``fs/writeBlock``: write at ``offset``; a gap past the end reads back as zeros."""
-        method = "fs/writeBlock"
-        if not 1 <= len(data) <= MAX_BLOCK:
-            raise errors.InvalidRequest(
-                -32600, f"file write block length must be between 1 and {MAX_BLOCK}", method=method
-            )
-        if offset < 0:
-            raise errors.InvalidParams(-32602, "invalid number", method=method)
-        handle = self._handle(handle_id, method)
-        with handle.lock:
-            if handle.closed:
-                raise errors.NotFound(-32004, f"unknown file handle `{handle_id}`", method=method)
-            if handle.mode != "replace":
-                raise errors.os_error(
-                    errno.EBADF, os.strerror(errno.EBADF), handle.path, method=method
-                )
-            with _mapped(method, handle.path):
-                view = memoryview(data)
-                done = 0
-                while done < len(view):
-                    done += os.pwrite(handle.fd, view[done:], offset + done)
+        with self._block_io(handle_id, offset, len(data), "replace") as handle:
+            view = memoryview(data)
+            done = 0
+            while done < len(view):
+                done += os.pwrite(handle.fd, view[done:], offset + done)
 
     def close_handle(self, handle_id: str, *, timeout: Timeoutish = UNSET) -> None:
         """``fs/close``. An unknown id is not an error (codex 0.169 answers ``{}`` too)."""

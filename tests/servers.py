@@ -523,6 +523,10 @@ class RawConn:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.ws.close(timeout=1)
+        # close() returns early, socket still open, when the peer's close frame was already
+        # read (a ResourceWarning later); shutdown() closes the socket whatever happened.
+        with contextlib.suppress(Exception):
+            self.ws.shutdown()
 
     def __enter__(self) -> RawConn:
         return self

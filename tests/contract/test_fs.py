@@ -10,6 +10,7 @@ client-side walk).
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import io
 import os
@@ -20,11 +21,16 @@ import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any, cast
 
+import attrs
+import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from execsdk import errors
 from execsdk._base import Environment
+from execsdk._deadline import UNSET, Timeoutish
+from execsdk.environment import FileMetadata, FsBackend
 from execsdk.fs import Fs, RemotePath
 
 pytestmark = pytest.mark.timeout(120)
@@ -708,6 +714,83 @@ def test_100_mib_write_read_and_download_with_bounded_memory(
             h.update(chunk)
     assert h.hexdigest() == digest
     assert peak < 40 * MiB, f"download peaked at {peak / MiB:.1f} MiB of Python memory"
+
+
+class RssPeak:
+    """This process's peak RSS above what it was at construction, sampled every 2 ms."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._stop = threading.Event()
+        self.idle = self._proc.memory_info().rss
+        self.peak = self.idle
+        self._thread = threading.Thread(target=self._sample, name="rss-peak", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, self._proc.memory_info().rss) - self.idle
+
+
+def test_read_bytes_of_64_mib_holds_the_content_about_once(
+    env: Environment, fs: Fs, base: str
+) -> None:
+    """Blocks land in one buffer sized from the metadata, which becomes the result: peak client
+    memory stays under 1.5x the file (a list of blocks plus their join took 2x). On G1 the
+    file comes in one fs/readFile message, whose cost is the RPC layer's: content only."""
+    size = 64 * MiB
+    sh(env, "dd", "if=/dev/urandom", f"of={base}/big", f"bs={MiB}", "count=64")
+    result = env.run(["sha256sum", f"{base}/big"], timeout=60)
+    expected = result.stdout.split()[0].decode()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        rss = RssPeak()
+        data = fs.read_bytes(f"{base}/big")
+        rss_peak = rss.stop()
+        traced_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(data) == size
+    assert hashlib.sha256(data).hexdigest() == expected
+    if "blocks" in fs.features:
+        assert traced_peak < 1.5 * size, f"peak {traced_peak / MiB:.1f} MiB of Python memory"
+        assert rss_peak < 1.5 * size, f"peak RSS {rss_peak / MiB:.1f} MiB above idle"
+
+
+class StaleSize:
+    """The environment's real backend, except that ``fs/getMetadata`` reports files ``delta``
+    bytes off: what ``read_bytes`` sees when a file grows or shrinks between stat and reads."""
+
+    def __init__(self, backend: FsBackend, delta: int) -> None:
+        self._backend = backend
+        self._delta = delta
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def get_metadata(self, path: str, *, timeout: Timeoutish = UNSET) -> FileMetadata:
+        meta = self._backend.get_metadata(path, timeout=timeout)
+        if not meta.is_file or meta.size is None:
+            return meta
+        return attrs.evolve(meta, size=max(0, meta.size + self._delta))
+
+
+@pytest.mark.parametrize("delta", [-3 * MiB - 5, 2 * MiB + 7], ids=["grew", "shrank"])
+def test_read_bytes_returns_what_is_there_when_the_size_changed_since_stat(
+    env: Environment, fs: Fs, base: str, delta: int
+) -> None:
+    data = os.urandom(5 * MiB + 3)
+    fs.write_bytes(f"{base}/f", data)
+    stale = Fs(cast(FsBackend, StaleSize(fs.backend, delta)), environment=env)
+    if not is_g1(env):
+        assert stale.stat(f"{base}/f").size == len(data) + delta
+    assert stale.read_bytes(f"{base}/f") == data
 
 
 @pytest.mark.slow

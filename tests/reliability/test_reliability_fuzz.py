@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from tests.reliability.conftest import start_server
 from tests.reliability.reliability_support import server_tree, wait_children_at_most
 from tests.servers import ConnectionClosed, RawConn, ServerHandle
+from tests.wire_methods import NOT_FUZZED, REQUEST_METHODS
 
 ALLOWED_CODES = {-32600, -32601, -32602, -32603, -32004, -32010}
 REPLY_TIMEOUT = 15.0
@@ -345,31 +346,7 @@ def base_params(method: str, scratch: Scratch) -> dict[str, Any]:
     return params
 
 
-METHODS = [
-    "process/start",
-    "process/read",
-    "process/write",
-    "process/signal",
-    "process/terminate",
-    "process/closeStdin",
-    "fs/readFile",
-    "fs/writeFile",
-    "fs/createDirectory",
-    "fs/getMetadata",
-    "fs/readDirectory",
-    "fs/remove",
-    "fs/copy",
-    "fs/canonicalize",
-    "fs/walk",
-    "fs/open",
-    "fs/readBlock",
-    "fs/writeBlock",
-    "fs/close",
-    "environment/info",
-    "environment/status",
-    "environmentConfig/read",
-    "fs/watchMissing",
-]
+METHODS = [m for m in REQUEST_METHODS if m not in NOT_FUZZED]
 
 
 @st.composite
@@ -487,7 +464,7 @@ def test_wrong_type_for_a_required_field_is_invalid_params(
 
 @pytest.mark.timeout(60)
 def test_unknown_methods_are_method_not_found(fuzzer: Fuzzer) -> None:
-    known = set(METHODS) | {"initialize", "initialized", "http/request"}
+    known = {*REQUEST_METHODS, "initialized"}
 
     @FUZZ_SETTINGS
     @given(method=st.text(max_size=30).filter(lambda m: m not in known), params=json_values)

@@ -20,6 +20,10 @@ LAYERS: dict[str, int] = {
     "_rpc": 3,
     "client": 4,
     "process": 4,
+    "_fscore": 2,
+    "_fsio": 3,
+    "_fswalk": 3,
+    "_transfer": 4,
     "fs": 5,
     "_base": 6,
     "_local_process": 2,
@@ -35,7 +39,20 @@ LAYERS: dict[str, int] = {
 
 # Never, whatever the layers say.
 FORBIDDEN: dict[str, set[str]] = {
-    "server": {"remote", "_rpc", "client", "_api", "_embedded", "fs", "process", "_base"},
+    "server": {
+        "remote",
+        "_rpc",
+        "client",
+        "_api",
+        "_embedded",
+        "fs",
+        "_fscore",
+        "_fsio",
+        "_fswalk",
+        "_transfer",
+        "process",
+        "_base",
+    },
     "_embedded": {"server"},
     "local": {"_rpc", "_protocol", "client", "remote"},
 }

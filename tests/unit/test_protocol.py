@@ -48,6 +48,7 @@ from execsdk._protocol.jsonrpc import (
     encode_response,
 )
 from execsdk.errors import ProtocolError
+from tests.wire_methods import REQUEST_METHODS
 
 GENERATIONS = ("G1", "G2")
 
@@ -399,33 +400,8 @@ def test_every_notification_uses_the_type_named_after_its_path() -> None:
 
 
 def test_method_table_lists_the_protocol_methods() -> None:
-    expected = {
-        "initialize",
-        "environment/info",
-        "environment/status",
-        "process/start",
-        "process/read",
-        "process/write",
-        "process/signal",
-        "process/terminate",
-        "process/closeStdin",
-        "fs/readFile",
-        "fs/writeFile",
-        "fs/createDirectory",
-        "fs/getMetadata",
-        "fs/readDirectory",
-        "fs/remove",
-        "fs/copy",
-        "fs/canonicalize",
-        "fs/walk",
-        "fs/open",
-        "fs/readBlock",
-        "fs/writeBlock",
-        "fs/close",
-        "http/request",
-        "fs/watchMissing",
-        "environmentConfig/read",
-    }
+    expected = set(REQUEST_METHODS)
+    assert len(expected) == len(REQUEST_METHODS)  # no method written twice
     assert set(methods.METHODS) == expected
     assert methods.INITIALIZED == "initialized"
     assert methods.INITIALIZED not in methods.METHODS
