@@ -319,7 +319,9 @@ class WebSocketTransport:
         elif len(self._buf) - end < _READ_SIZE:
             # Too little room at the tail: move the unread part (less than one frame of at
             # most _READ_SIZE, or it would have been read straight into place) to the front.
-            self._buf[: end - pos] = self._view[pos:end]
+            # Through a copy: the two ranges may overlap, and bytearray slice assignment
+            # copies with memcpy, which does not allow that.
+            self._buf[: end - pos] = self._view[pos:end].tobytes()
             pos, end = 0, end - pos
         self._pos, self._end = pos, end
         try:
