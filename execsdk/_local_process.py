@@ -17,7 +17,8 @@ closed, so its process group id cannot be reused while we may still signal it.
 Output can be paused (:meth:`LocalProcessBackend.pause_output`): the I/O thread then stops
 reading a process's pipes, so once the pipe (or pty) buffer is full the child blocks in
 ``write()``. That is how our server slows a process down for a client that reads slowly,
-without ever blocking the I/O thread itself.
+without ever blocking the I/O thread itself. Long-polling reads can be grouped in a
+:class:`PollScope` and ended together (our server ends a connection's polls when it goes away).
 
 Differences a caller may notice: ``interrupt`` sends SIGINT to the whole process group (codex
 signals the process); ``write`` never blocks, so bytes a child does not read queue up in memory;
@@ -65,6 +66,7 @@ __all__ = [
     "DEFAULT_ENV_EXCLUDES",
     "MAX_CHUNK",
     "LocalProcessBackend",
+    "PollScope",
     "build_child_env",
 ]
 
@@ -176,6 +178,50 @@ def _exit_code(info: os.waitid_result) -> int:
     if info.si_code == os.CLD_EXITED:
         return info.si_status
     return 128 + info.si_status  # CLD_KILLED / CLD_DUMPED: si_status is the signal
+
+
+class PollScope:
+    """A group of long-polling :meth:`LocalProcessBackend.read` calls that can be ended at once.
+
+    Our server gives each connection one scope: when the connection goes away,
+    :meth:`cancel` wakes every ``process/read`` still waiting for it (they return what is there
+    now), so the worker threads are free at once instead of when ``waitMs`` runs out. Reads
+    started after :meth:`cancel` do not wait at all.
+
+    Thread-safety: every method may be called from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conds: dict[threading.Condition, int] = {}  # waiting reads per condition
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """End every wait in this scope, now and later. Idempotent."""
+        with self._lock:
+            self._cancelled = True
+            conds = list(self._conds)
+        for cond in conds:
+            with cond:
+                cond.notify_all()
+
+    def _enter(self, cond: threading.Condition) -> None:
+        # With cond held. Registered under our lock, so a cancel() either sees this condition
+        # or has set the flag before the caller checks it.
+        with self._lock:
+            self._conds[cond] = self._conds.get(cond, 0) + 1
+
+    def _leave(self, cond: threading.Condition) -> None:
+        with self._lock:
+            left = self._conds[cond] - 1
+            if left:
+                self._conds[cond] = left
+            else:
+                del self._conds[cond]
 
 
 class _Proc:
@@ -609,12 +655,14 @@ class LocalProcessBackend:
         max_bytes: int | None = None,
         wait_ms: int | None = None,
         timeout: Timeoutish = UNSET,
+        scope: PollScope | None = None,
     ) -> ReadResult:
         """Retained chunks with seq > ``after_seq`` plus the exit state (``process/read``).
 
         ``after_seq=None`` reads from the oldest retained chunk. ``max_bytes`` is a soft cap
         (at least one chunk when any exists). ``wait_ms`` long-polls until an event after
-        ``after_seq`` exists or the process is closed; ``timeout`` (if given) shortens that wait.
+        ``after_seq`` exists or the process is closed; ``timeout`` (if given) shortens that wait,
+        and so does cancelling ``scope`` (the wait ends at once; the reply is what is there).
         ``next_seq`` is one past the latest event, or one past the last returned chunk when
         ``max_bytes`` cut the reply short.
 
@@ -628,13 +676,21 @@ class LocalProcessBackend:
             wait = min(wait, limit)
         after = after_seq if after_seq is not None else 0
         with proc.cond:
-            if wait > 0:
+            if wait > 0 and (scope is None or not scope.cancelled):
                 end = time.monotonic() + wait
-                while proc.seq <= after and not proc.closed and not self._io_done:
-                    left = end - time.monotonic()
-                    if left <= 0:
-                        break
-                    proc.cond.wait(left)
+                if scope is not None:
+                    scope._enter(proc.cond)
+                try:
+                    while proc.seq <= after and not proc.closed and not self._io_done:
+                        if scope is not None and scope.cancelled:
+                            break
+                        left = end - time.monotonic()
+                        if left <= 0:
+                            break
+                        proc.cond.wait(left)
+                finally:
+                    if scope is not None:
+                        scope._leave(proc.cond)
             start = 0 if after_seq is None else proc.first_index_after(after_seq)
             picked: list[OutputChunk] = []
             total = 0

@@ -213,19 +213,19 @@ def test_a_stalled_connection_that_goes_away_lets_its_processes_run_on(
 
 def test_outbox_pauses_above_high_water_and_resumes_below_low_water() -> None:
     gate = threading.Event()
-    sent: list[str] = []
+    sent: list[bytes] = []
     changes: list[bool] = []
 
-    def send(text: str) -> None:
+    def send(batch: list[bytes]) -> None:
         gate.wait(10)
-        sent.append(text)
+        sent.extend(batch)
 
     outbox = Outbox(send, high_water=1000, low_water=300, limit=10_000)
     outbox.set_flow_listener(lambda: changes.append(outbox.output_paused))
     try:
-        assert outbox.put("r" * 5000)  # a reply: taken by the blocked writer, never counted
+        assert outbox.put_reply("r" * 5000)  # taken by the blocked writer, never counted
         time.sleep(0.1)
-        assert outbox.put("r" * 2000)  # replies never pause anything
+        assert outbox.put_reply("r" * 2000)  # replies never pause anything
         assert not outbox.output_paused and changes == []
         for _ in range(5):
             assert outbox.put("o" * 200, output=True)
@@ -247,7 +247,7 @@ def test_outbox_closing_lifts_a_pause() -> None:
     gate = threading.Event()
     changes: list[bool] = []
 
-    def send(text: str) -> None:
+    def send(batch: list[bytes]) -> None:
         gate.wait(10)
 
     outbox = Outbox(send, high_water=100, low_water=10)

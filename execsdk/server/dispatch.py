@@ -37,7 +37,9 @@ import attrs
 
 from execsdk import errors
 from execsdk._local_fs import LocalFsBackend
+from execsdk._local_process import PollScope
 from execsdk._protocol.jsonrpc import encode_error, encode_response, loads
+from execsdk._protocol.redact import redacted
 from execsdk.environment import EnvPolicy, ProcessSpec, WalkEntry
 from execsdk.server import params as P
 from execsdk.server.confine import Confinement, real_path
@@ -47,7 +49,7 @@ from execsdk.server.params import Field, PathUri, Struct, b64decode, b64encode, 
 from execsdk.server.session import Outbox, Session, SessionRegistry
 from execsdk.server.watch import MissingWatcher
 
-__all__ = ["METHODS", "SERVING", "Connection", "Method", "Reply", "error_for", "redacted"]
+__all__ = ["METHODS", "SERVING", "Connection", "Method", "Reply", "error_for"]
 
 log = logging.getLogger(__name__)
 
@@ -385,6 +387,7 @@ def _process_read(conn: Connection, p: dict[str, Any]) -> object:
         max_bytes=p["maxBytes"],
         wait_ms=None if wait_ms is None else min(wait_ms, _MAX_WAIT_MS),
         timeout=None,
+        scope=conn.polls,
     )
     return {
         "chunks": [
@@ -781,41 +784,6 @@ def _parse(raw: str | bytes) -> object:
     raise ValueError("expected value at line 1 column 1")
 
 
-# --------------------------------------------------------------------------- logging
-
-_SECRET_MEMBERS = frozenset(
-    {"dataBase64", "chunk", "bodyBase64", "deltaBase64", "env", "set", "headers"}
-)
-"""Members whose values are file contents, process I/O, environment values or HTTP headers
-(which may carry credentials): never logged, only their size."""
-_PREVIEW_CHARS = 200
-
-
-def _redact(value: object) -> object:
-    if isinstance(value, dict):
-        out: dict[str, object] = {}
-        for key, item in value.items():
-            if key in _SECRET_MEMBERS and item is not None:
-                size = len(item) if isinstance(item, (str, list, dict)) else 1
-                out[key] = f"<{size} redacted>"
-            else:
-                out[key] = _redact(item)
-        return out
-    if isinstance(value, list):
-        return [_redact(item) for item in value]
-    return value
-
-
-def redacted(message: object) -> str:
-    """A log preview of a decoded message: data, env and header values replaced by sizes.
-
-    Used for every frame the server logs, so ``-vv`` never shows file contents, process
-    input or output, environment values or credentials.
-    """
-    text = json.dumps(_redact(message), ensure_ascii=False)
-    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "..."
-
-
 # --------------------------------------------------------------------------- workers
 
 
@@ -915,6 +883,8 @@ class Connection:
         self._workers = _Workers(f"execsdk-serve-worker-{self.name}", workers)
         self._pollers = _Workers(f"execsdk-serve-poll-{self.name}", pollers)
         self._slots = threading.BoundedSemaphore(max_pending)
+        self.polls = PollScope()
+        """Every long-polling ``process/read`` of this connection: they end when it does."""
         self._lost = False
 
     @property
@@ -982,7 +952,7 @@ class Connection:
         return True
 
     def _parse_error(self, detail: str) -> None:
-        self._outbox.put(encode_error(-1, -32600, f"{self._parse_error_prefix}: {detail}"))
+        self._outbox.put_reply(encode_error(-1, -32600, f"{self._parse_error_prefix}: {detail}"))
 
     def _notification(self, method: str) -> bool:
         if method == "initialized":
@@ -1055,11 +1025,11 @@ class Connection:
             self._error(request_id, code, message)
             return
         if isinstance(result, Reply):
-            self._outbox.put(encode_response(request_id, result.result))
+            self._outbox.put_reply(encode_response(request_id, result.result))
             if result.after is not None:
                 result.after()
         else:
-            self._outbox.put(encode_response(request_id, result))
+            self._outbox.put_reply(encode_response(request_id, result))
 
     def _initialize(self, request_id: int | str, params: object) -> None:
         try:
@@ -1085,7 +1055,7 @@ class Connection:
             decoded["clientName"],
             session.id,
         )
-        self._outbox.put(
+        self._outbox.put_reply(
             encode_response(
                 request_id,
                 {"sessionId": session.id, "environmentInfo": environment_info(cwd=self.root)},
@@ -1095,7 +1065,7 @@ class Connection:
         self._registry.connect(session, self, self._outbox)
 
     def _error(self, request_id: int | str, code: int, message: str) -> None:
-        self._outbox.put(encode_error(request_id, code, message))
+        self._outbox.put_reply(encode_error(request_id, code, message))
 
     # -- end ----------------------------------------------------------------------------------
 
@@ -1108,6 +1078,7 @@ class Connection:
         if self._lost:
             return
         self._lost = True
+        self.polls.cancel()  # waiting reads answer now, so their workers are free at once
         self.watcher.close()
         self.http.close()
         if self._session is not None:

@@ -47,6 +47,7 @@ __all__ = [
     "Uuid",
     "b64decode",
     "b64encode",
+    "b64encode_bytes",
     "decode",
     "describe",
     "path_to_uri",
@@ -469,6 +470,11 @@ except ImportError:  # pragma: no cover - pybase64 is optional
 def b64encode(data: bytes) -> str:
     """Standard padded base64 text."""
     return _fast_encode(data).decode("ascii")
+
+
+def b64encode_bytes(data: bytes) -> bytes:
+    """Standard padded base64 as ASCII bytes (for messages built as bytes, no ``str`` step)."""
+    return _fast_encode(data)
 
 
 def _canonical_tail(raw: bytes, decoded: bytes) -> bool:

@@ -52,8 +52,8 @@ def serve_stdio(
     sink = stdout if stdout is not None else sys.stdout.buffer
     write_lock = threading.Lock()
 
-    def send(text: str) -> None:
-        data = text.encode("utf-8") + b"\n"
+    def send(messages: list[bytes]) -> None:
+        data = b"\n".join(messages) + b"\n"  # a line per message, one write per batch
         with write_lock:
             sink.write(data)
             sink.flush()

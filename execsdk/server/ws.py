@@ -13,7 +13,10 @@ that the ``Authorization`` header and frame contents never reach the log.
 
 Every connection runs on a websockets handler thread (renamed ``execsdk-serve-conn-<n>``) that
 feeds :class:`~execsdk.server.dispatch.Connection`; replies leave through the connection's
-:class:`~execsdk.server.session.Outbox` writer thread.
+:class:`~execsdk.server.session.Outbox` writer thread, which hands over everything queued as one
+batch: :class:`_BatchingConnection` frames it and writes it with one system call. Each socket
+keeps little unsent data in the kernel (``TCP_NOTSENT_LOWAT``), so a slow client's backlog
+waits in the outbox, where answers overtake it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import functools
 import http
 import itertools
 import logging
+import select
+import socket
+import struct
 import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -31,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.sync.server import Server, ServerConnection, serve
 
 from execsdk._local_process import LocalProcessBackend
@@ -89,6 +96,168 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 _WS_LOGGER = _RedactingLogger(logging.getLogger("websockets.server"), {})
+
+
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
+_FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)
+_WRITABLE_POLL_MS = 1000  # how often a writer waiting for a silent peer checks the state
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header of an unmasked, unfragmented text frame of ``length`` payload bytes.
+
+    RFC 6455 §5.2: a server's frames are never masked; lengths below 126 fit the second byte,
+    below 65536 a 16-bit extension, otherwise a 64-bit one.
+    """
+    if length < 126:
+        return bytes((_FIN_TEXT, length))
+    if length < 65536:
+        return _HEADER_16.pack(_FIN_TEXT, 126, length)
+    return _HEADER_64.pack(_FIN_TEXT, 127, length)
+
+
+class _BatchingConnection(ServerConnection):
+    """A websockets server connection that sends a batch of text messages in one socket write.
+
+    websockets' public ``send`` takes one message, builds a ``Frame`` object, serialises it
+    (two copies of the payload) and writes it with its own ``sendall``. For a stream of 8 KiB
+    ``process/output`` notifications that costs more CPU than everything else the server does
+    per chunk (and the client shares the machine's cores). :meth:`send_texts` instead takes the
+    connection's send lock the way ``send`` does (``send_context``: the state must be OPEN;
+    pings, pongs and close frames written by other threads keep their place), and
+    :meth:`send_data`, which websockets calls under that lock to flush, writes the batch's
+    frames plus whatever the protocol queued with one ``sendall``.
+
+    Framing here is safe because a server's text frame is plain RFC 6455 (no mask) and the
+    server negotiates no extension (``compression=None``); should one ever be negotiated, the
+    frames go through the protocol object instead. This leans on websockets internals that a
+    ``serve(create_connection=...)`` subclass may use: ``send_context``, ``send_data``,
+    ``protocol``, ``socket``, ``close_deadline``. ``tests/test_server_batching.py`` pins them
+    and the frame bytes; :data:`_BATCHING` falls back to plain ``send`` per message when an
+    installed websockets lacks the hooks.
+
+    Thread-safety: as :class:`ServerConnection`; :meth:`send_texts` from one thread at a time.
+    """
+
+    _texts: list[bytes] | None = None  # handed from send_texts to send_data, under the lock
+    _poller: select.poll | None = None  # writer thread only
+
+    def send_texts(self, messages: list[bytes]) -> None:
+        """Send each UTF-8 encoded message as one text frame, all in one socket write.
+
+        First waits, without holding the send lock, until the kernel takes more data: the
+        receiving side of websockets needs that lock too, so a writer blocked in ``sendall``
+        for a client that does not read would stop the server from reading its requests.
+
+        Raises:
+            websockets.exceptions.ConnectionClosed: the connection is closed (as ``send``).
+        """
+        self._wait_writable()
+        with self.send_context():
+            protocol = self.protocol
+            if protocol.extensions:
+                for message in messages:
+                    protocol.send_text(message)
+            else:
+                self._texts = messages  # written by send_data when send_context exits
+
+    def _wait_writable(self) -> None:
+        poller = self._poller
+        if poller is None:
+            try:
+                fd = self.socket.fileno()
+            except OSError:
+                return
+            if fd < 0:
+                return  # closed: send_context reports it
+            poller = self._poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+        # With TCP_NOTSENT_LOWAT set, writable means little unsent data is left; an error or
+        # hang-up also ends the wait (send_context then raises ConnectionClosed).
+        while not poller.poll(_WRITABLE_POLL_MS):
+            if self.protocol.state is not State.OPEN:
+                return
+
+    def send_data(self) -> None:
+        """Write the pending batch and what the protocol queued, joined into one ``sendall``.
+
+        Same contract as the base method (called with ``protocol_mutex`` held; an empty write
+        from the protocol means "half-close"; writes are bounded by the close deadline once
+        closing began).
+        """
+        parts: list[bytes] = []
+        texts = self._texts
+        if texts is not None:
+            self._texts = None
+            for message in texts:
+                parts.append(text_frame_header(len(message)))
+                parts.append(message)
+        for data in self.protocol.data_to_send():
+            if data:
+                parts.append(data)
+                continue
+            self._write(parts)
+            parts = []
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError:  # socket already closed
+                pass
+        self._write(parts)
+
+    def _write(self, parts: list[bytes]) -> None:
+        if not parts:
+            return
+        deadline = getattr(self, "close_deadline", None)  # set once closing began
+        if deadline is not None:
+            self.socket.settimeout(deadline.timeout())
+        self.socket.sendall(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
+def _has_batching_hooks() -> bool:
+    """True when the installed websockets has every hook :class:`_BatchingConnection` uses."""
+    return hasattr(select, "poll") and all(
+        callable(getattr(cls, name, None))
+        for cls, name in (
+            (ServerConnection, "send_context"),
+            (ServerConnection, "send_data"),
+            (ServerProtocol, "send_text"),
+            (ServerProtocol, "data_to_send"),
+        )
+    )
+
+
+_BATCHING = _has_batching_hooks()
+
+
+def _batch_sender(ws: ServerConnection) -> Callable[[list[bytes]], None]:
+    """The outbox's send function for ``ws``: one write per batch when possible."""
+    if isinstance(ws, _BatchingConnection):
+        return ws.send_texts
+
+    def send_each(messages: list[bytes]) -> None:
+        for message in messages:
+            ws.send(message.decode("utf-8"))
+
+    return send_each
+
+
+UNSENT_LOW_WATER = 128 * 1024
+"""``TCP_NOTSENT_LOWAT`` of every connection: at most this much data the peer has not taken
+yet waits in the kernel's send buffer (which autotunes to 4 MiB). The rest of a slow client's
+backlog stays in the outbox, where answers overtake notifications and the water marks see it.
+Data in flight is not limited, so throughput over long links is not either."""
+
+
+def _limit_unsent(ws: ServerConnection) -> None:
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux, macOS
+    sock = getattr(ws, "socket", None)
+    if option is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, UNSENT_LOW_WATER)
+    except OSError as exc:
+        log.debug("TCP_NOTSENT_LOWAT not set: %s", exc)
 
 
 def _backend_factory(confine: Confinement | None) -> Callable[[], LocalProcessBackend]:
@@ -167,6 +336,7 @@ class WsServer:
             ping_timeout=PING_TIMEOUT,
             close_timeout=1.0,
             logger=_WS_LOGGER,
+            create_connection=_BatchingConnection if _BATCHING else None,
         )
         sockname = self._server.socket.getsockname()
         self.host: str = sockname[0]
@@ -212,10 +382,14 @@ class WsServer:
         peer = _peer(ws.remote_address)
         log.info("conn %d: connected from %s", number, peer)
 
+        _limit_unsent(ws)
+
         def overflow() -> None:
             ws.close(1008, "client does not read its messages")
 
-        outbox = Outbox(ws.send, name=f"execsdk-serve-writer-{number}", on_overflow=overflow)
+        outbox = Outbox(
+            _batch_sender(ws), name=f"execsdk-serve-writer-{number}", on_overflow=overflow
+        )
         extra: dict[str, Any] = {} if self._workers is None else {"workers": self._workers}
         conn = Connection(
             self.registry,

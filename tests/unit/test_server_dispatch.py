@@ -41,12 +41,16 @@ class Peer:
 
     def __init__(self, registry: SessionRegistry) -> None:
         self.out: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.outbox = Outbox(lambda text: self.out.put(json.loads(text)))
+        self.outbox = Outbox(self._deliver)
         self.conn = Connection(registry, self.outbox, parse_error_prefix="failed to parse test")
         self._ids = itertools.count(1)
         self.replies: dict[Any, dict[str, Any]] = {}
         self.notes: list[dict[str, Any]] = []
         self.open = True
+
+    def _deliver(self, batch: list[bytes]) -> None:
+        for message in batch:
+            self.out.put(json.loads(message))
 
     def send(self, msg: Any) -> bool:
         text = msg if isinstance(msg, (str, bytes)) else json.dumps(msg)
@@ -771,7 +775,7 @@ def test_outbox_gives_up_on_a_client_that_does_not_read() -> None:
     gate = threading.Event()
     overflowed = threading.Event()
 
-    def blocked_send(text: str) -> None:
+    def blocked_send(batch: list[bytes]) -> None:
         gate.wait()
 
     outbox = Outbox(blocked_send, on_overflow=overflowed.set, limit=1000)
@@ -784,6 +788,85 @@ def test_outbox_gives_up_on_a_client_that_does_not_read() -> None:
     finally:
         gate.set()
         outbox.close()
+
+
+def test_outbox_sends_replies_ahead_of_waiting_notifications_each_lane_in_order() -> None:
+    gate = threading.Event()
+    batches: list[list[bytes]] = []
+
+    def send(batch: list[bytes]) -> None:
+        gate.wait(10)
+        batches.append(list(batch))
+
+    outbox = Outbox(send)
+    try:
+        assert outbox.put(b"n1")  # taken by the writer, which then blocks
+        deadline = time.monotonic() + 5
+        while outbox.queued_bytes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        queue_these: list[tuple[str | bytes, bool]] = [
+            (b"n2", False),
+            (b"r1", True),
+            (b"n3", False),
+            ("r2", True),  # text is queued as UTF-8
+            (b"n4", False),
+        ]
+        for message, reply in queue_these:
+            assert outbox.put_reply(message) if reply else outbox.put(message, output=True)
+    finally:
+        gate.set()
+        outbox.close(drain=True)
+    assert batches == [[b"n1"], [b"r1", b"r2", b"n2", b"n3", b"n4"]]
+
+
+def test_outbox_batches_stay_under_the_cap_but_hold_at_least_one_message() -> None:
+    gate = threading.Event()
+    batches: list[list[bytes]] = []
+
+    def send(batch: list[bytes]) -> None:
+        gate.wait(10)
+        batches.append(list(batch))
+
+    outbox = Outbox(send, batch_bytes=100)
+    try:
+        outbox.put(b"first")
+        deadline = time.monotonic() + 5
+        while outbox.queued_bytes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for size in (40, 40, 40, 250, 10):
+            outbox.put(b"x" * size)
+    finally:
+        gate.set()
+        outbox.close(drain=True)
+    assert [[len(m) for m in batch] for batch in batches] == [[5], [40, 40], [40], [250], [10]]
+
+
+@pytest.mark.parametrize("process_id", ["p", 'quote"and\\slash', "caf\u00e9 \u2603"])
+@pytest.mark.parametrize("stream", ["stdout", "stderr", "pty"])
+def test_output_notifications_built_as_bytes_are_the_json_of_their_params(
+    registry: SessionRegistry, process_id: str, stream: Any
+) -> None:
+    sent: queue.Queue[bytes] = queue.Queue()
+
+    def send(batch: list[bytes]) -> None:
+        for message in batch:
+            sent.put(message)
+
+    outbox = Outbox(send)
+    owner = object()
+    session = registry.attach(None, owner)
+    registry.connect(session, owner, outbox)
+    try:
+        data = bytes(range(256)) * 32  # 8192 bytes, the largest chunk
+        session.events_for(process_id).on_output(123456789, stream, data)
+        message = sent.get(timeout=5)
+    finally:
+        outbox.close()
+    assert json.loads(message) == {
+        "method": "process/output",
+        "params": {"processId": process_id, "seq": 123456789, "stream": stream, "chunk": b64(data)},
+    }
+    assert list(json.loads(message)["params"]) == ["processId", "seq", "stream", "chunk"]
 
 
 def test_threads_are_named_and_end_with_the_connection(registry: SessionRegistry) -> None:
