@@ -14,6 +14,7 @@ import collections
 import itertools
 import json
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,6 @@ class ThreadedRawClient:
     Thread-safety: ``call`` from any number of threads."""
 
     def __init__(self, url: str) -> None:
-        import threading
-
         self.raw = RawClient(url)
         self.g2 = self.raw.g2
         self.uri = self.raw.uri
@@ -163,8 +162,6 @@ class ThreadedRawClient:
                 slot[0].release()
 
     def call(self, method: str, params: Any) -> Any:
-        import threading
-
         done = threading.Lock()
         done.acquire()
         slot: list[Any] = [done, None]
