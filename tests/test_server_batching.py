@@ -43,7 +43,8 @@ def test_frame_header_matches_websockets_own_framing(size: int) -> None:
 
 
 class _CountingSocket:
-    """Wraps a socket and counts ``sendall`` calls (or fails them); the rest is delegated."""
+    """Wraps a socket and counts ``sendall``/``sendmsg`` calls (or fails them); the rest is
+    delegated."""
 
     def __init__(self, sock: socket.socket, *, fail: bool = False) -> None:
         self._sock = sock
@@ -55,6 +56,12 @@ class _CountingSocket:
         if self._fail:
             raise BrokenPipeError(32, "Broken pipe")
         self._sock.sendall(data)
+
+    def sendmsg(self, buffers: Any) -> int:
+        self.sendalls += 1
+        if self._fail:
+            raise BrokenPipeError(32, "Broken pipe")
+        return self._sock.sendmsg(buffers)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -181,3 +188,53 @@ def test_a_failing_write_raises_connection_closed_without_error_logs(
     assert isinstance(exc.__cause__, BrokenPipeError)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+class _TrickleSocket:
+    """Takes at most ``step`` bytes per ``sendmsg`` (as a full socket buffer would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.got = bytearray()
+        self.calls = 0
+
+    def sendmsg(self, buffers: list[memoryview]) -> int:
+        self.calls += 1
+        assert len(buffers) <= server_ws._IOV_MAX
+        data = b"".join(bytes(b) for b in buffers)[: self.step]
+        self.got += data
+        return len(data)
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096, 1 << 20])
+def test_gathered_writes_send_every_byte_in_order_across_partial_sends(step: int) -> None:
+    parts = [bytes([i % 251]) * ((i * 7919) % 3000) for i in range(700)]  # some empty
+    parts.append(bytes(range(256)) * 2000)
+    if step == 1:
+        parts = parts[:40]  # a byte per call: keep it short
+    sock = _TrickleSocket(step)
+    server_ws.send_gathered(sock, parts)  # type: ignore[arg-type]
+    assert bytes(sock.got) == b"".join(parts)
+
+
+def test_gathered_writes_through_a_real_socket_arrive_whole() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        parts = [b"h" * 10, bytes(range(256)) * 8192, b"t" * 3, b"x" * 300_000]
+        expected = b"".join(parts)
+        received = bytearray()
+
+        def drain() -> None:
+            while len(received) < len(expected):
+                chunk = right.recv(65536)
+                if not chunk:
+                    return
+                received.extend(chunk)
+                time.sleep(0.0005)  # a slow reader: the writer sees partial sends
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        server_ws.send_gathered(left, parts)
+        reader.join(10)
+        assert bytes(received) == expected

@@ -37,8 +37,10 @@ __all__ = [
     "Response",
     "decode_message",
     "dumps",
+    "dumps_bytes",
     "encode_error",
     "encode_notification",
+    "encode_raw_response",
     "encode_request",
     "encode_response",
     "loads",
@@ -68,6 +70,13 @@ def dumps(obj: object) -> str:
     if _orjson is not None:
         return _orjson.dumps(obj).decode("utf-8")
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps_bytes(obj: object) -> bytes:
+    """Compact JSON as UTF-8 bytes: what a transport sends, without a ``str`` round trip."""
+    if _orjson is not None:
+        return _orjson.dumps(obj)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def loads(text: str | bytes) -> object:
@@ -140,17 +149,25 @@ def encode_notification(method: str, params: object) -> str:
     return dumps(msg)
 
 
-def encode_response(request_id: RequestId, result: object) -> str:
-    """A server's success answer."""
-    return dumps({"id": request_id, "result": result})
+def encode_response(request_id: RequestId, result: object) -> bytes:
+    """A server's success answer, as UTF-8 bytes (servers queue bytes for their transport)."""
+    return dumps_bytes({"id": request_id, "result": result})
 
 
-def encode_error(request_id: RequestId | None, code: int, message: str, data: object = None) -> str:
-    """A server's error answer; ``data`` is left out when None."""
+def encode_raw_response(request_id: RequestId, *result_json: bytes) -> bytes:
+    """A success answer around a result that is already JSON, given in parts (big results
+    built as bytes are joined once, here)."""
+    return b"".join((b'{"id":', dumps_bytes(request_id), b',"result":', *result_json, b"}"))
+
+
+def encode_error(
+    request_id: RequestId | None, code: int, message: str, data: object = None
+) -> bytes:
+    """A server's error answer, as UTF-8 bytes; ``data`` is left out when None."""
     error: dict[str, object] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return dumps({"id": request_id, "error": error})
+    return dumps_bytes({"id": request_id, "error": error})
 
 
 # --------------------------------------------------------------------------- decode

@@ -38,18 +38,26 @@ import attrs
 from execsdk import errors
 from execsdk._local_fs import LocalFsBackend
 from execsdk._local_process import PollScope
-from execsdk._protocol.jsonrpc import encode_error, encode_response, loads
+from execsdk._protocol.jsonrpc import encode_error, encode_raw_response, encode_response, loads
 from execsdk._protocol.redact import redacted
 from execsdk.environment import EnvPolicy, ProcessSpec, WalkEntry
 from execsdk.server import params as P
 from execsdk.server.confine import Confinement, real_path
 from execsdk.server.http_request import HttpRequester
 from execsdk.server.info import environment_config, environment_info
-from execsdk.server.params import Field, PathUri, Struct, b64decode, b64encode, path_to_uri
+from execsdk.server.params import (
+    Field,
+    PathUri,
+    Struct,
+    b64decode,
+    b64encode,
+    b64encode_bytes,
+    path_to_uri,
+)
 from execsdk.server.session import Outbox, Session, SessionRegistry
 from execsdk.server.watch import MissingWatcher
 
-__all__ = ["METHODS", "SERVING", "Connection", "Method", "Reply", "error_for"]
+__all__ = ["METHODS", "SERVING", "Connection", "Method", "RawResult", "Reply", "error_for"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,15 @@ class Reply:
 
     result: object
     after: Callable[[], None] | None = None
+
+
+@attrs.frozen
+class RawResult:
+    """A result already encoded as JSON, in parts joined once into the answer: for answers that
+    carry megabytes of base64 (``fs/readBlock``), no dict, no generic encoder, no ``str``
+    round trip, one copy."""
+
+    parts: tuple[bytes, ...]
 
 
 Handler = Callable[["Connection", dict[str, Any]], object]
@@ -584,7 +601,9 @@ def _fs_open(conn: Connection, p: dict[str, Any]) -> object:
 
 def _fs_read_block(conn: Connection, p: dict[str, Any]) -> object:
     data, eof = conn.fs.read_block(p["handleId"], p["offset"], p["len"])
-    return {"chunk": b64encode(data), "eof": eof}
+    # {"chunk": ..., "eof": ...} as bytes: base64 is plain ASCII, nothing to escape.
+    tail = b'","eof":true}' if eof else b'","eof":false}'
+    return RawResult((b'{"chunk":"', b64encode_bytes(data), tail))
 
 
 def _fs_write_block(conn: Connection, p: dict[str, Any]) -> object:
@@ -1024,7 +1043,9 @@ class Connection:
             code, message = error_for(exc, entry.family)
             self._error(request_id, code, message)
             return
-        if isinstance(result, Reply):
+        if isinstance(result, RawResult):
+            self._outbox.put_reply(encode_raw_response(request_id, *result.parts))
+        elif isinstance(result, Reply):
             self._outbox.put_reply(encode_response(request_id, result.result))
             if result.after is not None:
                 result.after()

@@ -447,12 +447,12 @@ _B64_VALUE = {
 }
 _PAD = ord("=")
 
-_fast_decode: Callable[[bytes], bytes]
+_fast_decode: Callable[[bytes | str], bytes]
 _fast_encode: Callable[[bytes], bytes]
 try:
     import pybase64 as _pybase64
 
-    def _fast_decode(data: bytes) -> bytes:
+    def _fast_decode(data: bytes | str) -> bytes:
         return bytes(_pybase64.b64decode(data, validate=True))
 
     def _fast_encode(data: bytes) -> bytes:
@@ -460,7 +460,7 @@ try:
 
 except ImportError:  # pragma: no cover - pybase64 is optional
 
-    def _fast_decode(data: bytes) -> bytes:
+    def _fast_decode(data: bytes | str) -> bytes:
         return base64.b64decode(data, validate=True)
 
     def _fast_encode(data: bytes) -> bytes:
@@ -479,6 +479,7 @@ def b64encode_bytes(data: bytes) -> bytes:
 
 def _canonical_tail(raw: bytes, decoded: bytes) -> bool:
     # The strict decoders above accept non-zero trailing bits ("aG==" -> b"h"); codex refuses.
+    # ``raw`` may be just the input's last four bytes.
     if not raw or not raw.endswith(b"="):
         return True
     tail = len(decoded) % 3
@@ -492,14 +493,16 @@ def b64decode(text: str) -> bytes:
         ValueError: with the Rust base64 crate's message ("Invalid symbol 33, offset 0.",
             "Invalid padding", "Invalid input length: 5", "Invalid last symbol 71, offset 1.").
     """
+    if text.isascii():
+        # Both decoders read an ASCII str in place: no encoded copy of a megabyte-sized chunk.
+        try:
+            decoded = _fast_decode(text)
+        except (binascii.Error, ValueError):
+            pass
+        else:
+            if len(text) % 4 == 0 and _canonical_tail(text[-4:].encode("ascii"), decoded):
+                return decoded
     raw = text.encode("utf-8", "surrogatepass")
-    try:
-        decoded = _fast_decode(raw)
-    except (binascii.Error, ValueError):
-        pass
-    else:
-        if len(raw) % 4 == 0 and _canonical_tail(raw, decoded):
-            return decoded
     _explain_b64_error(raw)
     # Every input the crate refuses is explained above; anything else decodes leniently.
     return base64.b64decode(raw)
