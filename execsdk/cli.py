@@ -165,6 +165,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise _UsageError(f"--root {args.root!r} is not an existing directory")
     if args.session_grace < 0:
         raise _UsageError("--session-grace must be >= 0")
+    from execsdk.server.memory import tune_allocator
+
+    tune_allocator()  # megabyte-sized requests reuse heap pages instead of faulting in new ones
     stop = _Stop()
     if kind == "stdio":
         return _serve_stdio(args, stop)
