@@ -41,7 +41,7 @@ _M_MMAP_THRESHOLD = -3
 def tune_allocator() -> bool:
     """Set glibc's mmap and trim thresholds for a server process; True when both were set.
 
-    Does nothing (False) off Linux, without glibc (musl has no ``mallopt``), or when
+    Does nothing (False) off Linux, without glibc (musl's ``mallopt`` ignores these), or when
     ``EXECSDK_SERVE_MALLOC=default``. Call it once, early, from the server's main thread.
     """
     if os.environ.get(OPT_OUT, "").strip().lower() == "default":
