@@ -274,3 +274,34 @@ def _read_server_frame(reader: Any) -> dict[str, Any]:
         length = struct.unpack("!Q", reader.read(8))[0]
     message: dict[str, Any] = json.loads(reader.read(length))
     return message
+
+
+def test_a_frame_bigger_than_the_kept_buffer_is_read_and_the_next_ones_too(
+    peer: _Peer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 6 MB of JSON: the buffer grows past KEEP_SIZE for it, then goes back to its small size.
+    sizes: list[tuple[int, int]] = []  # buffer size before and after each frame is read
+    real_skip = ws_receive._Buffer.skip
+
+    def skip(self: ws_receive._Buffer, count: int) -> None:
+        before = len(self.buf)
+        real_skip(self, count)
+        sizes.append((before, len(self.buf)))
+
+    monkeypatch.setattr(ws_receive._Buffer, "skip", skip)
+    target = tmp_path / "big.bin"
+    payload = os.urandom(4_500_000)
+    body = request(
+        60,
+        "fs/writeFile",
+        {"path": target.as_uri(), "dataBase64": base64.b64encode(payload).decode()},
+    )
+    assert len(body) > ws_receive.KEEP_SIZE
+    peer.raw(frame(body) + frame(request(61, "fs/getMetadata", {"path": target.as_uri()})))
+    replies = peer.replies(2)
+    assert [r["id"] for r in replies] == [60, 61]
+    assert replies[1]["result"]["size"] == len(payload)
+    assert target.read_bytes() == payload
+    assert peer.call("fs/getMetadata", {"path": "file:///"})["result"]["isDirectory"]
+    assert max(before for before, _ in sizes) > ws_receive.KEEP_SIZE
+    assert sizes[-1][1] == ws_receive.READ_SIZE
