@@ -42,6 +42,7 @@ from execsdk._protocol.jsonrpc import encode_error, encode_raw_response, encode_
 from execsdk._protocol.redact import redacted
 from execsdk.environment import EnvPolicy, ProcessSpec, WalkEntry
 from execsdk.server import params as P
+from execsdk.server.bulk import parse_bulk
 from execsdk.server.confine import Confinement, real_path
 from execsdk.server.http_request import HttpRequester
 from execsdk.server.info import environment_config, environment_info
@@ -928,7 +929,7 @@ class Connection:
         if self._lost:
             return False
         try:
-            msg = _parse(raw)
+            msg = parse_bulk(raw) or _parse(raw)
         except ValueError as exc:
             log.debug("conn %s <- unparseable message of %d characters", self.name, len(raw))
             self._parse_error(str(exc))

@@ -35,6 +35,7 @@ __all__ = [
     "U64",
     "UNIT",
     "Base64",
+    "DecodedBase64",
     "Decoder",
     "Enum",
     "Field",
@@ -52,6 +53,7 @@ __all__ = [
     "describe",
     "path_to_uri",
     "platform_name",
+    "strict_b64decode",
 ]
 
 U64_MAX = (1 << 64) - 1
@@ -447,12 +449,12 @@ _B64_VALUE = {
 }
 _PAD = ord("=")
 
-_fast_decode: Callable[[bytes | str], bytes]
+_fast_decode: Callable[[bytes | memoryview | str], bytes]
 _fast_encode: Callable[[bytes], bytes]
 try:
     import pybase64 as _pybase64
 
-    def _fast_decode(data: bytes | str) -> bytes:
+    def _fast_decode(data: bytes | memoryview | str) -> bytes:
         return bytes(_pybase64.b64decode(data, validate=True))
 
     def _fast_encode(data: bytes) -> bytes:
@@ -460,7 +462,7 @@ try:
 
 except ImportError:  # pragma: no cover - pybase64 is optional
 
-    def _fast_decode(data: bytes | str) -> bytes:
+    def _fast_decode(data: bytes | memoryview | str) -> bytes:
         return base64.b64decode(data, validate=True)
 
     def _fast_encode(data: bytes) -> bytes:
@@ -486,6 +488,35 @@ def _canonical_tail(raw: bytes, decoded: bytes) -> bool:
     return _fast_encode(decoded[len(decoded) - tail :])[-4:] == raw[-4:] if tail else True
 
 
+class DecodedBase64(str):
+    """A base64 member that was decoded before the params were validated (``bulk.py``).
+
+    To every validator it is an empty string; :func:`b64decode` returns :attr:`data` for it, so
+    handlers get the bytes without a second decode.
+    """
+
+    data: bytes
+
+    def __new__(cls, data: bytes) -> DecodedBase64:
+        self = super().__new__(cls, "")
+        self.data = data
+        return self
+
+
+def strict_b64decode(encoded: bytes | memoryview | str) -> bytes | None:
+    """Decode ASCII base64 that codex would accept; None for anything it might refuse (the
+    caller then takes the path that words the error)."""
+    try:
+        decoded = _fast_decode(encoded)
+    except (binascii.Error, ValueError):
+        return None
+    tail = encoded[-4:]
+    tail_bytes = tail.encode("ascii") if isinstance(tail, str) else bytes(tail)
+    if len(encoded) % 4 or not _canonical_tail(tail_bytes, decoded):
+        return None
+    return decoded
+
+
 def b64decode(text: str) -> bytes:
     """Decode standard padded base64 exactly as strictly as codex.
 
@@ -493,6 +524,8 @@ def b64decode(text: str) -> bytes:
         ValueError: with the Rust base64 crate's message ("Invalid symbol 33, offset 0.",
             "Invalid padding", "Invalid input length: 5", "Invalid last symbol 71, offset 1.").
     """
+    if type(text) is DecodedBase64:
+        return text.data
     if text.isascii():
         # Both decoders read an ASCII str in place: no encoded copy of a megabyte-sized chunk.
         try:
