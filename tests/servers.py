@@ -340,6 +340,23 @@ class RawConn:
             self.send(msg)
         return rid
 
+    def request_spelled(self, method: str, params: Any, spelling: str) -> int:
+        """Send a request written as :data:`SPELLINGS` names; return its id (no waiting)."""
+        rid = next(self._ids)
+        msg = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+        compact = json.dumps(msg, separators=(",", ":"))
+        if spelling == "compact":
+            self.send(compact)
+        elif spelling == "spaced":
+            self.send(json.dumps(msg, indent=1))
+        elif spelling == "escaped":
+            self.send(compact.replace("/", "\\/"))
+        elif spelling == "binary":
+            self.send_binary(compact.encode())
+        else:
+            raise ValueError(f"unknown spelling {spelling!r}; one of {SPELLINGS}")
+        return rid
+
     def notify(self, method: str, params: Any = None) -> None:
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
@@ -538,6 +555,12 @@ class RawConn:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+SPELLINGS = ("compact", "spaced", "escaped", "binary")
+"""Ways :meth:`RawConn.request_spelled` writes one request: compact JSON, indented JSON,
+compact with every ``/`` escaped as ``\\/``, compact in a binary frame. The same request in
+any of them must get the same answer."""
 
 
 def b64(data: bytes | str) -> str:

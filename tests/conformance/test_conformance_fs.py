@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from servers import RawConn, b64, unb64
+import pytest
+from servers import SPELLINGS, RawConn, b64, unb64
 
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
@@ -64,6 +65,42 @@ def test_write_file_creates_truncates_and_needs_parent(conn: RawConn, tmp_path: 
     assert target.read_bytes() == b"ab"
     err = _error(conn.call("fs/writeFile", {"path": tmp_path.as_uri(), "dataBase64": ""}))
     assert err["code"] == INTERNAL_ERROR
+
+
+# items 36, 43
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_large_writes_land_and_bad_ones_are_worded_alike_in_any_spelling(
+    conn: RawConn, tmp_path: Path, spelling: str
+) -> None:
+    # Large enough for execsdk serve's bulk parse (bulk.py); its fallbacks must not show.
+    data, block = os.urandom(200_000), os.urandom(BLOCK_MAX)
+    bad = "A/" * 20_000 + "!!"
+    whole, blocks = tmp_path / "whole.bin", tmp_path / "blocks.bin"
+
+    def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return conn.wait_reply(conn.request_spelled(method, params, spelling))
+
+    assert (
+        call("fs/writeFile", {"path": whole.as_uri(), "dataBase64": b64(data)}).get("result") == {}
+    )
+    assert whole.read_bytes() == data
+    assert _error(call("fs/writeFile", {"path": whole.as_uri(), "dataBase64": bad})) == {
+        "code": INVALID_REQUEST,
+        "message": (
+            "fs/writeFile requires valid base64 dataBase64: Invalid symbol 33, offset 40000."
+        ),
+    }
+    assert whole.read_bytes() == data
+    conn.result("fs/open", {"handleId": "b", "path": blocks.as_uri(), "mode": "replace"})
+    assert (
+        call("fs/writeBlock", {"handleId": "b", "offset": 0, "chunk": b64(block)})["result"] == {}
+    )
+    assert _error(call("fs/writeBlock", {"handleId": "b", "offset": 0, "chunk": bad})) == {
+        "code": INVALID_PARAMS,
+        "message": "Invalid symbol 33, offset 40000.",
+    }
+    conn.result("fs/close", {"handleId": "b"})
+    assert blocks.read_bytes() == block
 
 
 # item 37

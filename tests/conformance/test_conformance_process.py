@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import PLANTED_ENV, RawConn, b64, unb64
+from servers import PLANTED_ENV, SPELLINGS, RawConn, b64, unb64
 
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -238,6 +238,34 @@ def test_reused_write_id_is_accepted_but_not_delivered(conn: RawConn, tmp_path: 
         assert conn.output("cat") == b"one\ntwo\n"
     finally:
         conn.result("process/terminate", {"processId": "cat"})
+
+
+# item 20
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_large_chunks_arrive_and_bad_ones_are_worded_alike_in_any_spelling(
+    conn: RawConn, tmp_path: Path, spelling: str
+) -> None:
+    # Large enough for execsdk serve's bulk parse (bulk.py); its fallbacks must not show.
+    data = os.urandom(300_000)
+    size = len(data)
+    conn.start_process(
+        "big", ["sh", "-c", f"head -c {size} > out.bin"], tmp_path.as_uri(), pipeStdin=True
+    )
+    try:
+        params = {"processId": "big", "chunk": b64(data), "writeId": "w1"}
+        reply = conn.wait_reply(conn.request_spelled("process/write", params, spelling))
+        assert reply.get("result") == {"status": "accepted"}
+        bad = {"processId": "big", "chunk": "A/" * 20_000 + "!!", "writeId": "w2"}
+        reply = conn.wait_reply(conn.request_spelled("process/write", bad, spelling))
+        assert _error(reply) == {
+            "code": INVALID_PARAMS,
+            "message": "Invalid symbol 33, offset 40000.",
+        }
+        conn.wait_closed("big")
+    finally:
+        with contextlib.suppress(Exception):
+            conn.result("process/terminate", {"processId": "big"})
+    assert (tmp_path / "out.bin").read_bytes() == data
 
 
 # item 20
