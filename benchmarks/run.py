@@ -7,12 +7,12 @@ Starts codex 0.169.0 and our server (``execsdk serve``) and measures, for each s
 figure next to (a) the same workload written directly on websocket-client with no SDK, tuned
 (skip_utf8_validation, TCP_NODELAY, TCP_QUICKACK re-armed after each receive, orjson and
 pybase64 when installed), and (b) the local equivalent where one exists. Each measurement runs
-in a fresh child process (so memory and CPU figures do not pollute each other); the raw and
-SDK runs alternate ``--repeat N`` times (default 3; N+2 for the short latency and calls/s
-measures; 1 with ``--quick``) and the best run is kept (highest throughput, lowest latency
-and CPU, highest memory), since load from other processes only ever slows a run down; the
-medians are in the JSON too. Prints a table and writes ``benchmarks/results.json``. Numbers
-are measurements, not assertions.
+in a fresh child process (so memory and CPU figures do not pollute each other). The servers run
+side by side and take turns; the raw and SDK runs alternate ``--repeat N`` times (default 3;
+N+2 for the short latency and calls/s measures; 1 with ``--quick``) and the best run is kept
+(highest throughput, lowest latency and CPU, highest memory), since load from other processes
+only ever slows a run down; the medians are in the JSON too. Prints a table and writes
+``benchmarks/results.json``. Numbers are measurements, not assertions.
 """
 
 from __future__ import annotations
@@ -283,18 +283,23 @@ def measure_all(
                 spec = {"bench": m.bench, "subject": subject, **m.params}
                 res.add("local", m.key, subject, _attempt(spec))
                 _progress("local", m.key, subject, res.samples[-1])
-    for kind in servers:
-        try:
-            server = start_kind(kind, require=False)
-        except FileNotFoundError as exc:
-            print(f"skipping {kind}: {exc}", file=sys.stderr)
-            continue
-        try:
-            versions[kind] = _server_version(server.url)
-            for m in remote:
-                if not wanted(m):
-                    continue
-                for _ in range(sizes.cheap_repeat if m.cheap else sizes.repeat):
+    # Every server runs for the whole measurement and the servers take turns run by run, so a
+    # slow spell of the machine falls on each of them alike (the ours-vs-codex rows compare
+    # runs from different servers).
+    started: dict[str, Any] = {}
+    try:
+        for kind in servers:
+            try:
+                started[kind] = start_kind(kind, require=False)
+            except FileNotFoundError as exc:
+                print(f"skipping {kind}: {exc}", file=sys.stderr)
+                continue
+            versions[kind] = _server_version(started[kind].url)
+        for m in remote:
+            if not wanted(m):
+                continue
+            for _ in range(sizes.cheap_repeat if m.cheap else sizes.repeat):
+                for kind, server in started.items():
                     for subject in m.subjects:
                         spec = {"bench": m.bench, "subject": subject, "url": server.url}
                         spec.update(m.params)
@@ -302,7 +307,8 @@ def measure_all(
                             spec["no_fast"] = True
                         res.add(kind, m.key, subject, _attempt(spec))
                         _progress(kind, m.key, subject, res.samples[-1])
-        finally:
+    finally:
+        for server in started.values():
             server.stop()
     return versions
 
