@@ -155,6 +155,20 @@ def test_big_frame_arrives_whole(scripted: Scripted) -> None:
     assert tr.recv() == payload
 
 
+@pytest.mark.timeout(30)
+def test_big_frames_of_any_size_order_arrive_whole_and_stay_intact(scripted: Scripted) -> None:
+    # Large payloads are read into one reused buffer; each message handed out must be its own
+    # copy, whatever the size before it (larger, smaller, or past the size the buffer keeps).
+    sizes = [1_400_000, 300_000, 2_000_000, 700_000, 6 * 2**20, 900_000]
+    payloads = [os.urandom(n) for n in sizes]
+    tr = scripted(
+        lambda p: (p.send(b"".join(_server_frame(2, data) for data in payloads)), p.frame())
+    )
+    got = [tr.recv() for _ in payloads]
+    assert [len(m or b"") for m in got] == sizes
+    assert got == payloads
+
+
 @pytest.mark.timeout(60)
 def test_big_message_goes_out_in_masked_fragments(scripted: Scripted) -> None:
     text = "x" * (FRAME_LIMIT + 1000)
