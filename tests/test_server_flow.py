@@ -262,3 +262,118 @@ def test_outbox_closing_lifts_a_pause() -> None:
     finally:
         gate.set()
         outbox.close()
+
+
+class _RecordingSend:
+    """An outbox's send function that records who sent what, can be held, and checks that
+    never two threads send at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[bytes]]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        self.active = 0
+        self.overlap = False
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: list[bytes]) -> None:
+        with self._lock:
+            self.active += 1
+            self.overlap = self.overlap or self.active > 1
+        self.entered.set()
+        self.hold.wait(10)
+        with self._lock:
+            self.sent.append((threading.current_thread().name, list(batch)))
+            self.active -= 1
+
+    def messages(self) -> list[bytes]:
+        return [m for _, batch in self.sent for m in batch]
+
+
+def _wait_for(predicate: Any, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_outbox_direct_reply_is_sent_by_the_caller_when_nothing_waits() -> None:
+    send = _RecordingSend()
+    outbox = Outbox(send, name="writer")
+    try:
+        assert outbox.put_reply(b"r1", direct=True)
+        # Sent before put_reply returned, on this thread: no hand-over to the writer.
+        assert send.sent == [(threading.current_thread().name, [b"r1"])]
+        assert outbox.put_reply(b"r2")  # not direct: the writer sends it
+        _wait_for(lambda: len(send.sent) == 2)
+        assert send.sent[1] == ("writer", [b"r2"])
+    finally:
+        outbox.close()
+
+
+def test_outbox_direct_reply_waits_its_turn_and_never_sends_beside_another_sender() -> None:
+    send = _RecordingSend()
+    outbox = Outbox(send, name="writer")
+    try:
+        send.hold.clear()
+        assert outbox.put(b"n1")  # the writer takes it and is held inside send
+        assert send.entered.wait(5)
+        assert outbox.put_reply(b"r1", direct=True)  # someone is sending: queued instead
+        assert outbox.put(b"n2")
+        send.hold.set()
+        _wait_for(lambda: send.messages() == [b"n1", b"r1", b"n2"])
+        assert {name for name, _ in send.sent} == {"writer"}
+
+        # Now a direct sender is held inside send: everything queued meanwhile waits for it.
+        send.hold.clear()
+        send.entered.clear()
+        direct = threading.Thread(target=outbox.put_reply, args=(b"r2",), kwargs={"direct": True})
+        direct.start()
+        assert send.entered.wait(5)
+        assert outbox.put(b"n3")
+        assert outbox.put_reply(b"r3", direct=True)  # busy: queued, returns at once
+        time.sleep(0.1)
+        assert send.messages() == [b"n1", b"r1", b"n2"]  # the writer did not jump in
+        send.hold.set()
+        direct.join(5)
+        _wait_for(lambda: len(send.messages()) == 6)
+        assert send.messages()[3:] == [b"r2", b"r3", b"n3"]  # queued answers before events
+        assert not send.overlap
+    finally:
+        send.hold.set()
+        outbox.close()
+
+
+def test_outbox_direct_reply_failure_breaks_the_outbox() -> None:
+    def send(batch: list[bytes]) -> None:
+        raise OSError("connection reset")
+
+    outbox = Outbox(send)
+    try:
+        assert outbox.put_reply(b"r1", direct=True) is False
+        assert outbox.closed
+        assert outbox.put(b"n1") is False
+    finally:
+        outbox.close()
+
+
+def test_outbox_drain_waits_for_a_direct_sender() -> None:
+    send = _RecordingSend()
+    outbox = Outbox(send, name="writer")
+    send.hold.clear()
+    direct = threading.Thread(target=outbox.put_reply, args=(b"r1",), kwargs={"direct": True})
+    direct.start()
+    try:
+        assert send.entered.wait(5)
+        assert outbox.put(b"n1")
+        closer = threading.Thread(target=outbox.close, kwargs={"drain": True})
+        closer.start()
+        time.sleep(0.1)
+        send.hold.set()
+        closer.join(5)
+        direct.join(5)
+        assert send.messages() == [b"r1", b"n1"] and not send.overlap
+    finally:
+        send.hold.set()
+        outbox.close()

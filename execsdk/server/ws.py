@@ -140,11 +140,12 @@ class _BatchingConnection(FastReceiveMixin, ServerConnection):
     and the frame bytes; :data:`_BATCHING` falls back to plain ``send`` per message when an
     installed websockets lacks the hooks.
 
-    Thread-safety: as :class:`ServerConnection`; :meth:`send_texts` from one thread at a time.
+    Thread-safety: as :class:`ServerConnection`; :meth:`send_texts` from one thread at a time
+    (the outbox's writer, or a worker sending its answer directly: the outbox takes turns).
     """
 
     _texts: list[bytes] | None = None  # handed from send_texts to send_data, under the lock
-    _poller: select.poll | None = None  # writer thread only
+    _poller: select.poll | None = None  # one sending thread at a time (the outbox's turn)
 
     def send_texts(self, messages: list[bytes]) -> None:
         """Send each UTF-8 encoded message as one text frame, all in one socket write.
