@@ -18,10 +18,8 @@ thread. Do not register hooks on a shared converter.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import logging
-import sys
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import quote, unquote
@@ -37,27 +35,18 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from execsdk._protocol import methods
+from execsdk._protocol.bulk import Base64Text, b64decode_alphabet
 from execsdk._protocol.jsonrpc import dumps
 from execsdk._protocol.types import WirePath
 from execsdk.errors import ProtocolError
 
 _b64encode_impl: Callable[[bytes], bytes]
-_b64decode_impl: Callable[..., bytes]
 try:
     import pybase64
 
     _b64encode_impl = pybase64.b64encode
-    _b64decode_impl = pybase64.b64decode
 except ImportError:  # pragma: no cover - pybase64 is a declared dependency; base64 is the fallback
     _b64encode_impl = base64.b64encode
-    if sys.version_info >= (3, 11):
-        # base64.b64decode(validate=True) checks the text with a regex first, which costs as
-        # much as decoding; binascii's strict mode validates while it decodes.
-        def _b64decode_impl(text: str, validate: bool = True) -> bytes:
-            return binascii.a2b_base64(text, strict_mode=True)
-
-    else:
-        _b64decode_impl = base64.b64decode
 
 __all__ = [
     "b64decode",
@@ -95,9 +84,11 @@ def b64encode(data: bytes) -> str:
 def b64decode(text: object) -> bytes:
     """Decode standard base64; raise ``TypeError``/``ValueError`` on anything else."""
     if text.__class__ is not str:
+        if text.__class__ is Base64Text:
+            return text.data
         raise TypeError(f"expected a base64 string, got {_json_type(text)}")
     try:
-        return _b64decode_impl(text, validate=True)
+        return b64decode_alphabet(text)
     except ValueError as exc:  # binascii.Error is a ValueError
         raise ValueError(f"invalid base64 ({exc})") from None
 

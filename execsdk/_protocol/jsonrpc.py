@@ -13,6 +13,13 @@ import json
 
 import attrs
 
+from execsdk._protocol.bulk import (
+    BULK_FROM,
+    Base64Text,
+    b64decode_alphabet,
+    member_text,
+    split_member,
+)
 from execsdk.errors import ProtocolError
 
 try:
@@ -184,6 +191,33 @@ def _is_id(value: object) -> bool:
     return value.__class__ is int or value.__class__ is str
 
 
+_BULK_RESULTS = ("chunk", "dataBase64")  # fs/readBlock, fs/readFile
+
+
+def _bulk_response(text: str | bytes) -> object:
+    """A successful answer whose result's one large base64 member is decoded already (a
+    :class:`~execsdk._protocol.bulk.Base64Text`, see ``bulk.py``); None: parse in full."""
+    for name in _BULK_RESULTS:
+        found = split_member(text, name)
+        if found is None:
+            continue
+        start, end, rest = found
+        try:
+            obj = loads(rest)
+        except (ValueError, RecursionError):
+            return None
+        result = obj.get("result") if isinstance(obj, dict) and "error" not in obj else None
+        if not isinstance(result, dict) or result.get(name) != "":
+            return None
+        try:
+            data = b64decode_alphabet(member_text(text, start, end))
+        except ValueError:  # not plain base64: the full parse and the decoder word it
+            return None
+        result[name] = Base64Text(data)
+        return obj
+    return None  # the full parse runs
+
+
 def decode_message(text: str | bytes) -> Message:
     """Parse one message into a :class:`Request`, :class:`Notification` or :class:`Response`.
 
@@ -191,10 +225,12 @@ def decode_message(text: str | bytes) -> Message:
         ProtocolError: not JSON, a batch array, or an object of no known shape. The payload
             in the error is truncated.
     """
-    try:
-        obj = loads(text)
-    except ValueError as exc:
-        raise ProtocolError(f"invalid JSON ({exc})", payload=_preview(text)) from None
+    obj = _bulk_response(text) if len(text) >= BULK_FROM else None
+    if obj is None:
+        try:
+            obj = loads(text)
+        except ValueError as exc:
+            raise ProtocolError(f"invalid JSON ({exc})", payload=_preview(text)) from None
     if not isinstance(obj, dict):
         what = "batch messages are not supported" if isinstance(obj, list) else "not an object"
         raise ProtocolError(f"invalid JSON-RPC message: {what}", payload=_preview(text))

@@ -1044,14 +1044,15 @@ class Connection:
             code, message = error_for(exc, entry.family)
             self._error(request_id, code, message)
             return
+        # Handlers run on request workers, which may send their answer themselves.
         if isinstance(result, RawResult):
-            self._outbox.put_reply(encode_raw_response(request_id, *result.parts))
+            self._outbox.put_reply(encode_raw_response(request_id, *result.parts), direct=True)
         elif isinstance(result, Reply):
-            self._outbox.put_reply(encode_response(request_id, result.result))
+            self._outbox.put_reply(encode_response(request_id, result.result), direct=True)
             if result.after is not None:
                 result.after()
         else:
-            self._outbox.put_reply(encode_response(request_id, result))
+            self._outbox.put_reply(encode_response(request_id, result), direct=True)
 
     def _initialize(self, request_id: int | str, params: object) -> None:
         try:

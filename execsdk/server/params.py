@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 
 from execsdk import errors
+from execsdk._protocol.bulk import Base64Text
 
 __all__ = [
     "BOOL",
@@ -35,7 +36,6 @@ __all__ = [
     "U64",
     "UNIT",
     "Base64",
-    "DecodedBase64",
     "Decoder",
     "Enum",
     "Field",
@@ -488,21 +488,6 @@ def _canonical_tail(raw: bytes, decoded: bytes) -> bool:
     return _fast_encode(decoded[len(decoded) - tail :])[-4:] == raw[-4:] if tail else True
 
 
-class DecodedBase64(str):
-    """A base64 member that was decoded before the params were validated (``bulk.py``).
-
-    To every validator it is an empty string; :func:`b64decode` returns :attr:`data` for it, so
-    handlers get the bytes without a second decode.
-    """
-
-    data: bytes
-
-    def __new__(cls, data: bytes) -> DecodedBase64:
-        self = super().__new__(cls, "")
-        self.data = data
-        return self
-
-
 def strict_b64decode(encoded: bytes | memoryview | str) -> bytes | None:
     """Decode ASCII base64 that codex would accept; None for anything it might refuse (the
     caller then takes the path that words the error)."""
@@ -524,7 +509,7 @@ def b64decode(text: str) -> bytes:
         ValueError: with the Rust base64 crate's message ("Invalid symbol 33, offset 0.",
             "Invalid padding", "Invalid input length: 5", "Invalid last symbol 71, offset 1.").
     """
-    if type(text) is DecodedBase64:
+    if type(text) is Base64Text:
         return text.data
     if text.isascii():
         # Both decoders read an ASCII str in place: no encoded copy of a megabyte-sized chunk.

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from execsdk._protocol.bulk import BULK_FROM, Base64Text
 from execsdk.server import params as P
-from execsdk.server.bulk import BULK_FROM, parse_bulk
+from execsdk.server.bulk import parse_bulk
 from execsdk.server.dispatch import _parse
 
 BIG = base64.b64encode(os.urandom(3 * BULK_FROM)).decode()
@@ -38,7 +39,7 @@ def check(raw: str | bytes, *, taken: bool) -> None:
     assert got is not None
     full = _parse(raw)
     assert isinstance(full, dict)
-    name = next(n for n, v in got["params"].items() if isinstance(v, P.DecodedBase64))
+    name = next(n for n, v in got["params"].items() if isinstance(v, Base64Text))
     member = got["params"][name]
     assert member == ""  # what validators see
     assert P.b64decode(member) == base64.b64decode(full["params"][name], validate=True)
