@@ -269,7 +269,7 @@ class RpcClient:
                 self._room.notify()
         return mine
 
-    def _send_watched(self, text: str, deadline: Deadline, overdue: list[bool]) -> None:
+    def _send_watched(self, text: bytes, deadline: Deadline, overdue: list[bool]) -> None:
         """Send a big request; if it is still being written at the deadline, give the link up
         (half a message cannot be taken back, so nothing else could be sent on it anyway)."""
 

@@ -19,8 +19,9 @@ class Transport(Protocol):
     def description(self) -> str:
         """Where the transport leads, for messages and logs (a URL or a command)."""
 
-    def send(self, text: str, *, timeout: float | None = None) -> None:
-        """Send one whole message. ``timeout`` bounds the wait for the send lock.
+    def send(self, text: str | bytes, *, timeout: float | None = None) -> None:
+        """Send one whole message (bytes are UTF-8 text). ``timeout`` bounds the wait for the
+        send lock.
 
         Raises ``OSError`` (or a transport-specific subclass) when the link is broken.
         """

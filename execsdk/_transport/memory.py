@@ -24,13 +24,13 @@ class MemoryTransport:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self.name = name
-        self.on_send: Callable[[str], bool] | None = None
+        self.on_send: Callable[[str | bytes], bool] | None = None
 
     @property
     def description(self) -> str:
         return f"memory://{self.name}"
 
-    def send(self, text: str, *, timeout: float | None = None) -> None:
+    def send(self, text: str | bytes, *, timeout: float | None = None) -> None:
         if self._closed.is_set() or self.peer is None or self.peer._closed.is_set():
             raise BrokenPipeError("memory transport is closed")
         hook = self.on_send

@@ -67,8 +67,8 @@ class StdioTransport:
     def description(self) -> str:
         return "stdio:" + " ".join(self._argv)
 
-    def send(self, text: str, *, timeout: float | None = None) -> None:
-        data = text.encode("utf-8") + b"\n"
+    def send(self, text: str | bytes, *, timeout: float | None = None) -> None:
+        data = (text.encode("utf-8") if isinstance(text, str) else text) + b"\n"
         if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
             raise TimeoutError("timed out waiting to send to the server's stdin")
         try:

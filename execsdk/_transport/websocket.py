@@ -270,7 +270,7 @@ class WebSocketTransport:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, text: str, *, timeout: float | None = None) -> None:
+    def send(self, text: str | bytes, *, timeout: float | None = None) -> None:
         """Queue one text message and write it (and whatever else is queued) if nobody is.
 
         Returns once the message is written or handed to the thread that is writing; a write
@@ -278,7 +278,8 @@ class WebSocketTransport:
         No caller waits for another caller's write, so ``timeout`` has nothing to bound; the
         writing thread itself blocks while the server does not read (no write timeout).
         """
-        self._post(_message_frames(text.encode("utf-8"), _OP_TEXT))
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        self._post(_message_frames(data, _OP_TEXT))
 
     def _post(self, wire: bytes) -> None:
         if self._send_error is not None:

@@ -53,7 +53,7 @@ class HttpRequester:
     Thread-safety: every method may be called from any thread.
     """
 
-    def __init__(self, emit: Callable[[str], object]) -> None:
+    def __init__(self, emit: Callable[[bytes], object]) -> None:
         self._emit = emit
         self._lock = threading.Lock()
         self._streams: dict[str, Any] = {}

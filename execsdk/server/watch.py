@@ -62,11 +62,11 @@ class _Watch:
 class MissingWatcher:
     """The ``fs/watchMissing`` state of one connection.
 
-    ``emit`` receives each ``fs/missingChanged`` notification as JSON text.
+    ``emit`` receives each ``fs/missingChanged`` notification as UTF-8 JSON.
     Thread-safety: every method may be called from any thread.
     """
 
-    def __init__(self, emit: Callable[[str], object], *, interval: float = POLL_INTERVAL) -> None:
+    def __init__(self, emit: Callable[[bytes], object], *, interval: float = POLL_INTERVAL) -> None:
         self._emit = emit
         self._interval = interval
         self._lock = threading.Lock()

@@ -1116,8 +1116,8 @@ def test_encode_server_messages_omit_jsonrpc() -> None:
 
 def test_encoded_text_keeps_unicode_and_round_trips() -> None:
     text = encode_notification("initialized", {"name": "ü日"})
-    assert "ü日" in text
-    msg = decode_message(text.encode("utf-8"))
+    assert "ü日".encode() in text
+    msg = decode_message(text)
     assert msg == Notification("initialized", {"name": "ü日"})
 
 

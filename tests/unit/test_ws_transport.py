@@ -192,6 +192,23 @@ def test_big_message_goes_out_in_masked_fragments(scripted: Scripted) -> None:
 
 
 @pytest.mark.timeout(20)
+def test_str_and_utf8_bytes_go_out_as_the_same_text_frame(scripted: Scripted) -> None:
+    got: list[tuple[int, bool, bytes]] = []
+
+    def script(p: _Peer) -> None:
+        got.append(p.frame())
+        got.append(p.frame())
+        p.send(_server_frame(1, b"done"))
+        p.frame()
+
+    tr = scripted(script)
+    tr.send('{"name":"\u00fc"}')
+    tr.send('{"name":"\u00fc"}'.encode())
+    assert tr.recv() == b"done"
+    assert got == [(1, True, '{"name":"\u00fc"}'.encode())] * 2
+
+
+@pytest.mark.timeout(20)
 def test_close_frame_from_the_server_is_echoed_and_ends_recv(scripted: Scripted) -> None:
     echoed: list[tuple[int, bytes]] = []
     seen = threading.Event()
