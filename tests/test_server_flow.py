@@ -377,3 +377,22 @@ def test_outbox_drain_waits_for_a_direct_sender() -> None:
     finally:
         send.hold.set()
         outbox.close()
+
+
+def test_outbox_close_without_drain_does_not_wait_for_a_stuck_direct_sender() -> None:
+    send = _RecordingSend()
+    outbox = Outbox(send, name="writer")
+    send.hold.clear()
+    direct = threading.Thread(target=outbox.put_reply, args=(b"r1",), kwargs={"direct": True})
+    direct.start()
+    try:
+        assert send.entered.wait(5)
+        assert outbox.put(b"n1")  # queued behind the stuck sender, dropped by the close
+        started = time.monotonic()
+        outbox.close(timeout=5)
+        assert time.monotonic() - started < 2  # the writer ended without waiting its turn
+        assert outbox.put(b"n2") is False
+    finally:
+        send.hold.set()
+        direct.join(5)
+    assert send.messages() == [b"r1"]

@@ -331,9 +331,14 @@ class Outbox:
             changed = False
             batch: list[bytes] = []
             with self._cond:
-                while self._busy or (not self._replies and not self._events and not self._closed):
+                # Wait for something to send and the sending turn; once closed with nothing
+                # left (dropped, or drained), end even while a worker still sends.
+                while True:
+                    queued = bool(self._replies or self._events)
+                    if (queued and not self._busy) or (self._closed and not queued):
+                        break
                     self._cond.wait()
-                if (self._replies or self._events) and not self._broken:
+                if (self._replies or self._events) and not self._busy and not self._broken:
                     batch = self._take()
                     self._busy = True
                     if self._output_bytes <= self._low:
