@@ -18,6 +18,7 @@ from typing import Any
 
 from execsdk._protocol.bulk import BULK_FROM, Base64Text, member_text, split_member
 from execsdk._protocol.jsonrpc import loads
+from execsdk.server.dupkeys import keys_unique
 from execsdk.server.params import strict_b64decode
 
 __all__ = ["parse_bulk"]
@@ -53,6 +54,7 @@ def _cut(
         or _MEMBERS.get(method) != name
         or not isinstance(params, dict)
         or params.get(name) != ""
+        or not keys_unique(rest, msg)  # a duplicate key is the full parse's to report
     ):
         return None
     data = strict_b64decode(member_text(raw, start, end))

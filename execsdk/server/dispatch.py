@@ -44,6 +44,7 @@ from execsdk.environment import EnvPolicy, ProcessSpec, WalkEntry
 from execsdk.server import params as P
 from execsdk.server.bulk import parse_bulk
 from execsdk.server.confine import Confinement, real_path
+from execsdk.server.dupkeys import first_duplicate, keys_unique
 from execsdk.server.http_request import HttpRequester
 from execsdk.server.info import environment_config, environment_info
 from execsdk.server.params import (
@@ -780,9 +781,18 @@ _LONE_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
 def _parse(raw: str | bytes) -> object:
     """Decode one message; raises ``ValueError`` with a serde-like description."""
     try:
-        return loads(raw)
+        msg = loads(raw)
     except ValueError:
         pass
+    else:
+        if not keys_unique(raw, msg):
+            duplicate = first_duplicate(raw)
+            if duplicate is not None:
+                raise ValueError(duplicate)
+        return msg
+    duplicate = first_duplicate(raw)  # found before the syntax error: serde reports it first
+    if duplicate is not None:
+        raise ValueError(duplicate)
     # orjson's messages differ from serde's (which codex quotes): the stdlib parser locates
     # the error and it is worded here. Input the stdlib accepts but serde does not (NaN, lone
     # surrogates) is still refused.

@@ -147,6 +147,41 @@ def test_unparseable_json_is_invalid_request_with_id_minus_1(raw: RawConn) -> No
 
 
 # item 11
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            '{"jsonrpc":"2.0","id":5,"id":6,"method":"initialize","params":{"clientName":"c"}}',
+            "duplicate JSON object key `id` at line 1 column 28",
+        ),
+        (
+            '{"id":5,"method":"initialize","params":{"clientName":"c","x":[{"a":1,\n "a" :2}]}}',
+            "duplicate JSON object key `a` at line 2 column 5",
+        ),
+        (
+            '{"id":5,"method":"initialize","params":{"clientName":"c","\\u00e9":1,"\u00e9":2}}',
+            "duplicate JSON object key `\u00e9` at line 1 column 72",
+        ),
+        (  # the duplicate comes before the text breaks off
+            '{"id":5,"method":"initialize","params":{"clientName":"c","clientName":"d"',
+            "duplicate JSON object key `clientName` at line 1 column 69",
+        ),
+    ],
+    ids=["top", "nested-spaced", "escaped", "truncated"],
+)
+def test_duplicate_keys_are_invalid_request_with_id_minus_1(
+    raw: RawConn, text: str, problem: str
+) -> None:
+    raw.send(text)
+    reply = raw.recv(5)
+    assert reply["id"] == -1
+    assert reply["error"]["code"] == INVALID_REQUEST
+    assert reply["error"]["message"].startswith("failed to parse")
+    assert reply["error"]["message"].endswith(f": {problem}")
+    assert "sessionId" in raw.handshake()  # connection kept
+
+
+# item 11
 def test_batch_is_invalid_request_with_id_minus_1(raw: RawConn) -> None:
     raw.send([{"id": 1, "method": "initialize", "params": {"clientName": "c"}}])
     reply = raw.recv(5)

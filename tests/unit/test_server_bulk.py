@@ -118,10 +118,17 @@ def test_anything_else_falls_back_to_the_full_parse(text: str) -> None:
     check(text.encode(), taken=False)
 
 
-def test_the_full_parse_agrees_where_it_is_defined() -> None:
-    # The fallbacks above stay answerable: the JSON ones parse, the broken ones raise.
-    ok = '{"id":1,"method":"process/write","params":{"\\u0063hunk":"QUJD","chunk":"' + BIG + '"}}'
-    parsed = _parse(ok)
+def test_the_full_parse_answers_what_the_bulk_parse_leaves() -> None:
+    # The fallbacks above stay answerable: plain JSON parses; a key named twice (in any
+    # spelling) and broken text are refused with codex's words.
+    spaced = json.dumps({"id": 1, "method": "process/write", "params": {"chunk": BIG}})
+    parsed = _parse(spaced)
     assert isinstance(parsed, dict) and parsed["params"]["chunk"] == BIG
-    with pytest.raises(ValueError):
+    twice = (
+        '{"id":1,"method":"process/write","params":{"\\u0063hunk":"QUJD","chunk":"' + BIG + '"}}'
+    )
+    with pytest.raises(ValueError) as info:
+        _parse(twice)
+    assert str(info.value) == "duplicate JSON object key `chunk` at line 1 column 70"
+    with pytest.raises(ValueError, match=r"^EOF while parsing"):
         _parse('{"id":1,"method":"process/write","params":{"chunk":"' + BIG)
