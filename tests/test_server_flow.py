@@ -358,14 +358,20 @@ def test_outbox_direct_reply_failure_breaks_the_outbox() -> None:
         outbox.close()
 
 
-def test_outbox_drain_waits_for_a_direct_sender() -> None:
-    send = _RecordingSend()
-    outbox = Outbox(send, name="writer")
+def _held_direct_sender(outbox: Outbox, send: _RecordingSend) -> threading.Thread:
+    """A thread sending b"r1" directly, held inside ``send`` until ``send.hold`` is set."""
     send.hold.clear()
     direct = threading.Thread(target=outbox.put_reply, args=(b"r1",), kwargs={"direct": True})
     direct.start()
+    assert send.entered.wait(5)
+    return direct
+
+
+def test_outbox_drain_waits_for_a_direct_sender() -> None:
+    send = _RecordingSend()
+    outbox = Outbox(send, name="writer")
+    direct = _held_direct_sender(outbox, send)
     try:
-        assert send.entered.wait(5)
         assert outbox.put(b"n1")
         closer = threading.Thread(target=outbox.close, kwargs={"drain": True})
         closer.start()
@@ -382,11 +388,8 @@ def test_outbox_drain_waits_for_a_direct_sender() -> None:
 def test_outbox_close_without_drain_does_not_wait_for_a_stuck_direct_sender() -> None:
     send = _RecordingSend()
     outbox = Outbox(send, name="writer")
-    send.hold.clear()
-    direct = threading.Thread(target=outbox.put_reply, args=(b"r1",), kwargs={"direct": True})
-    direct.start()
+    direct = _held_direct_sender(outbox, send)
     try:
-        assert send.entered.wait(5)
         assert outbox.put(b"n1")  # queued behind the stuck sender, dropped by the close
         started = time.monotonic()
         outbox.close(timeout=5)

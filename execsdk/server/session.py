@@ -258,20 +258,24 @@ class Outbox:
         try:
             self._send([data])
         except Exception as exc:
-            log.debug("%s: send failed (%s); dropping what is queued", self._thread.name, exc)
-            with self._cond:
-                self._broken = True
-                self._clear()
-                changed = self._set_paused(False)
-                self._busy = False
-                self._cond.notify_all()
-            if changed:
-                self._flow_changed()
+            self._send_failed(exc)
             return False
         with self._cond:
             self._busy = False
             self._cond.notify_all()
         return True
+
+    def _send_failed(self, exc: Exception) -> None:
+        # The connection is gone: drop everything queued and give the sending turn back.
+        log.debug("%s: send failed (%s); dropping what is queued", self._thread.name, exc)
+        with self._cond:
+            self._broken = True
+            self._clear()
+            changed = self._set_paused(False)
+            self._busy = False
+            self._cond.notify_all()
+        if changed:
+            self._flow_changed()
 
     def close(self, *, drain: bool = False, timeout: float | None = 5.0) -> None:
         """Stop the writer (after sending what is queued when ``drain``). Idempotent."""
@@ -352,14 +356,7 @@ class Outbox:
             try:
                 self._send(batch)
             except Exception as exc:
-                log.debug("%s: send failed (%s); dropping what is queued", self._thread.name, exc)
-                with self._cond:
-                    self._broken = True
-                    self._clear()
-                    changed = self._set_paused(False)
-                    self._busy = False
-                if changed:
-                    self._flow_changed()
+                self._send_failed(exc)
                 return
             with self._cond:
                 self._busy = False
