@@ -781,18 +781,16 @@ _LONE_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
 def _parse(raw: str | bytes) -> object:
     """Decode one message; raises ``ValueError`` with a serde-like description."""
     try:
-        msg = loads(raw)
+        msg, parsed = loads(raw), True
     except ValueError:
-        pass
-    else:
-        if not keys_unique(raw, msg):
-            duplicate = first_duplicate(raw)
-            if duplicate is not None:
-                raise ValueError(duplicate)
+        msg, parsed = None, False
+    if not parsed or not keys_unique(raw, msg):
+        # A key named twice before any syntax error is what serde reports.
+        duplicate = first_duplicate(raw)
+        if duplicate is not None:
+            raise ValueError(duplicate)
+    if parsed:
         return msg
-    duplicate = first_duplicate(raw)  # found before the syntax error: serde reports it first
-    if duplicate is not None:
-        raise ValueError(duplicate)
     # orjson's messages differ from serde's (which codex quotes): the stdlib parser locates
     # the error and it is worded here. Input the stdlib accepts but serde does not (NaN, lone
     # surrogates) is still refused.
