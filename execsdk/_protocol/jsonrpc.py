@@ -10,6 +10,7 @@ Pure functions over immutable values: safe from any thread. orjson is used when 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import attrs
 
@@ -51,6 +52,7 @@ __all__ = [
     "encode_request",
     "encode_response",
     "loads",
+    "parse_decoded",
 ]
 
 # codex answers unparseable JSON, batches and bad ids with -32600, not the standard -32700.
@@ -194,31 +196,49 @@ def _is_id(value: object) -> bool:
     return value.__class__ is int or value.__class__ is str
 
 
+def parse_decoded(
+    text: str | bytes,
+    names: tuple[str, ...],
+    holder: Callable[[object, str, str | bytes], object],
+    decode: Callable[[str | memoryview], bytes | None],
+) -> object:
+    """``text`` parsed with one large base64 string member already decoded (a
+    :class:`~execsdk._protocol.bulk.Base64Text`, see ``bulk.py``), or None: parse in full.
+
+    ``names``: the members to look for (the first found is cut). ``holder(parsed, name,
+    rest)``: the dict of the parsed rest that must hold the member, or None to refuse.
+    ``decode``: the bytes, or None (or ``ValueError``) for text it will not take.
+    """
+    for name in names:
+        found = split_member(text, name)
+        if found is not None:
+            break
+    else:
+        return None
+    start, end, rest = found
+    try:
+        obj = loads(rest)
+    except (ValueError, RecursionError):
+        return None
+    where = holder(obj, name, rest)
+    if not isinstance(where, dict) or where.get(name) != "":
+        return None
+    try:
+        data = decode(member_text(text, start, end))
+    except ValueError:
+        return None
+    if data is None:
+        return None
+    where[name] = Base64Text(data)
+    return obj
+
+
 _BULK_RESULTS = ("chunk", "dataBase64")  # fs/readBlock, fs/readFile
 
 
-def _bulk_response(text: str | bytes) -> object:
-    """A successful answer whose result's one large base64 member is decoded already (a
-    :class:`~execsdk._protocol.bulk.Base64Text`, see ``bulk.py``); None: parse in full."""
-    for name in _BULK_RESULTS:
-        found = split_member(text, name)
-        if found is None:
-            continue
-        start, end, rest = found
-        try:
-            obj = loads(rest)
-        except (ValueError, RecursionError):
-            return None
-        result = obj.get("result") if isinstance(obj, dict) and "error" not in obj else None
-        if not isinstance(result, dict) or result.get(name) != "":
-            return None
-        try:
-            data = b64decode_alphabet(member_text(text, start, end))
-        except ValueError:  # not plain base64: the full parse and the decoder word it
-            return None
-        result[name] = Base64Text(data)
-        return obj
-    return None  # the full parse runs
+def _result_of(obj: object, name: str, rest: str | bytes) -> object:
+    """The result of a successful answer (where a bulk member may sit)."""
+    return obj.get("result") if isinstance(obj, dict) and "error" not in obj else None
 
 
 def decode_message(text: str | bytes) -> Message:
@@ -228,7 +248,11 @@ def decode_message(text: str | bytes) -> Message:
         ProtocolError: not JSON, a batch array, or an object of no known shape. The payload
             in the error is truncated.
     """
-    obj = _bulk_response(text) if len(text) >= BULK_FROM else None
+    obj = (
+        parse_decoded(text, _BULK_RESULTS, _result_of, b64decode_alphabet)
+        if len(text) >= BULK_FROM
+        else None
+    )
     if obj is None:
         try:
             obj = loads(text)
