@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from execsdk import errors
-from execsdk._protocol.bulk import Base64Text
+from execsdk._protocol.bulk import Base64Text, b64decode_alphabet
 
 __all__ = [
     "BOOL",
@@ -449,21 +449,14 @@ _B64_VALUE = {
 }
 _PAD = ord("=")
 
-_fast_decode: Callable[[bytes | memoryview | str], bytes]
 _fast_encode: Callable[[bytes], bytes]
 try:
     import pybase64 as _pybase64
-
-    def _fast_decode(data: bytes | memoryview | str) -> bytes:
-        return bytes(_pybase64.b64decode(data, validate=True))
 
     def _fast_encode(data: bytes) -> bytes:
         return bytes(_pybase64.b64encode(data))
 
 except ImportError:  # pragma: no cover - pybase64 is optional
-
-    def _fast_decode(data: bytes | memoryview | str) -> bytes:
-        return base64.b64decode(data, validate=True)
 
     def _fast_encode(data: bytes) -> bytes:
         return base64.b64encode(data)
@@ -492,7 +485,7 @@ def strict_b64decode(encoded: bytes | memoryview | str) -> bytes | None:
     """Decode ASCII base64 that codex would accept; None for anything it might refuse (the
     caller then takes the path that words the error)."""
     try:
-        decoded = _fast_decode(encoded)
+        decoded = b64decode_alphabet(encoded)
     except (binascii.Error, ValueError):
         return None
     tail = encoded[-4:]
