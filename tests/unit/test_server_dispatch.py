@@ -9,6 +9,7 @@ conformance suite compares the two servers over real sockets.
 from __future__ import annotations
 
 import base64
+import binascii
 import errno
 import itertools
 import json
@@ -336,7 +337,14 @@ def test_bad_params_get_codex_wording(
         ("AAAAAAAAAAAA!", "Invalid symbol 33, offset 12."), ("Zm9=", "Invalid last symbol 57, offset 2."),
     ],
 )  # fmt: skip
-def test_base64_is_as_strict_as_codex(text: str, problem: str | None) -> None:
+@pytest.mark.parametrize("decoder", ["installed", "stdlib"])
+def test_base64_is_as_strict_as_codex(
+    text: str, problem: str | None, decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if decoder == "stdlib":  # without the fast extra (no pybase64)
+        monkeypatch.setattr(
+            P, "b64decode_alphabet", lambda t: binascii.a2b_base64(t, strict_mode=True)
+        )
     if problem is None:
         assert P.b64decode(text) == base64.b64decode(text)
     else:
