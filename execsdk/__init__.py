@@ -16,18 +16,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from execsdk._version import __version__
+
 if TYPE_CHECKING:
     from execsdk import errors
-    from execsdk._api import connect
-    from execsdk._base import Environment
-    from execsdk.client import Client, Generation, Reconnect, ServerInfo
-    from execsdk.environment import (
+    from execsdk._local.localenv import LocalEnvironment, local
+    from execsdk.backends import (
         DirEntry,
         EnvironmentInfo,
         EnvPolicy,
         FileInfo,
         OutputChunk,
     )
+    from execsdk.client import Client, Generation, Reconnect, ServerInfo
+    from execsdk.environment import Environment
     from execsdk.errors import (
         CalledProcessError,
         ConnectError,
@@ -41,26 +43,27 @@ if TYPE_CHECKING:
         TimeoutExpired,
         UnsupportedByServer,
     )
-    from execsdk.fs import Fs, RemoteFs, RemotePath
-    from execsdk.local import LocalEnvironment, local
+    from execsdk.fs.facade import Fs, RemoteFs
+    from execsdk.fs.paths import RemotePath
     from execsdk.process import Process
-    from execsdk.remote import RemoteEnvironment
+    from execsdk.remote.connector import connect
+    from execsdk.remote.remoteenv import RemoteEnvironment
 
 # Public names resolve on first use, so `import execsdk` (and the embedded server's
 # `python -m execsdk serve`) stays cheap and imports only what it needs.
 _LAZY = {
     "errors": ("execsdk.errors", None),
-    "connect": ("execsdk._api", "connect"),
-    "Environment": ("execsdk._base", "Environment"),
+    "connect": ("execsdk.remote.connector", "connect"),
+    "Environment": ("execsdk.environment", "Environment"),
     "Client": ("execsdk.client", "Client"),
     "Reconnect": ("execsdk.client", "Reconnect"),
     "Generation": ("execsdk.client", "Generation"),
     "ServerInfo": ("execsdk.client", "ServerInfo"),
-    "DirEntry": ("execsdk.environment", "DirEntry"),
-    "EnvironmentInfo": ("execsdk.environment", "EnvironmentInfo"),
-    "EnvPolicy": ("execsdk.environment", "EnvPolicy"),
-    "FileInfo": ("execsdk.environment", "FileInfo"),
-    "OutputChunk": ("execsdk.environment", "OutputChunk"),
+    "DirEntry": ("execsdk.backends", "DirEntry"),
+    "EnvironmentInfo": ("execsdk.backends", "EnvironmentInfo"),
+    "EnvPolicy": ("execsdk.backends", "EnvPolicy"),
+    "FileInfo": ("execsdk.backends", "FileInfo"),
+    "OutputChunk": ("execsdk.backends", "OutputChunk"),
     "CalledProcessError": ("execsdk.errors", "CalledProcessError"),
     "ConnectError": ("execsdk.errors", "ConnectError"),
     "ConnectionClosed": ("execsdk.errors", "ConnectionClosed"),
@@ -72,13 +75,13 @@ _LAZY = {
     "SessionLost": ("execsdk.errors", "SessionLost"),
     "TimeoutExpired": ("execsdk.errors", "TimeoutExpired"),
     "UnsupportedByServer": ("execsdk.errors", "UnsupportedByServer"),
-    "Fs": ("execsdk.fs", "Fs"),
-    "RemoteFs": ("execsdk.fs", "RemoteFs"),
-    "RemotePath": ("execsdk.fs", "RemotePath"),
-    "LocalEnvironment": ("execsdk.local", "LocalEnvironment"),
-    "local": ("execsdk.local", "local"),
+    "Fs": ("execsdk.fs.facade", "Fs"),
+    "RemoteFs": ("execsdk.fs.facade", "RemoteFs"),
+    "RemotePath": ("execsdk.fs.paths", "RemotePath"),
+    "LocalEnvironment": ("execsdk._local.localenv", "LocalEnvironment"),
+    "local": ("execsdk._local.localenv", "local"),
     "Process": ("execsdk.process", "Process"),
-    "RemoteEnvironment": ("execsdk.remote", "RemoteEnvironment"),
+    "RemoteEnvironment": ("execsdk.remote.remoteenv", "RemoteEnvironment"),
 }
 
 
@@ -98,8 +101,6 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CalledProcessError",

@@ -25,16 +25,16 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
+from execsdk._callbacks import CallbackDispatcher
 from execsdk._deadline import UNSET, Deadline, Timeoutish
-from execsdk._dispatch import CallbackDispatcher
 from execsdk._protocol import types as t
 from execsdk._protocol.converter import make_converter, structure_result, unstructure_params
 from execsdk._protocol.methods import METHODS
 from execsdk._rpc.bus import EventBus
-from execsdk._rpc.client import RpcClient
+from execsdk._rpc.endpoint import RpcClient
 from execsdk._rpc.reconnect import Link, OnEnd, Opened, Reconnect
 from execsdk._transport.base import Transport
-from execsdk._transport.stdio import StdioTransport
+from execsdk._transport.child import StdioTransport
 from execsdk._transport.websocket import WebSocketTransport
 from execsdk.errors import (
     ConnectError,

@@ -1,378 +1,479 @@
-"""Interfaces between the facades (Process, Fs) and their backends, plus public value types.
+"""``Environment``: the one user-facing place to run processes and reach files.
 
-Two backends implement each interface: the local one (``local.py``: real processes and the real
-disk in this Python process) and the remote one (``remote.py``: calls over a ``Client``). Our
-server (``server/``) wraps the local backends, so their behaviour follows the exec-server
-protocol (PROTOCOL.md) closely: seq-numbered events, exit codes 128+N for signals, the same
-error conditions. Paths at this level are absolute POSIX path strings; URIs never appear here.
-
-This module imports only ``errors`` and the stdlib/attrs.
+Local and remote environments differ only in the backends they pass in; ``run()`` and
+``spawn()`` here speak :mod:`subprocess` on top of any :class:`ProcessBackend`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, Protocol, runtime_checkable
+import codecs
+import logging
+import os
+import posixpath
+import secrets
+import subprocess
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
-import attrs
+from execsdk import errors as _errors
+from execsdk._callbacks import CallbackDispatcher
+from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
+from execsdk.backends import (
+    DEFAULT_ENV_POLICY,
+    EnvironmentInfo,
+    EnvPolicy,
+    FsBackend,
+    ProcessBackend,
+    ProcessSpec,
+)
+from execsdk.process import DEFAULT_OUTPUT_BUDGET, OnExit, OnOutput, Process, ProcessArgs
 
-from execsdk._deadline import UNSET, Timeoutish
+if TYPE_CHECKING:
+    from execsdk.fs import Fs
 
-__all__ = [
-    "DEFAULT_ENV_POLICY",
-    "DirEntry",
-    "EnvPolicy",
-    "EnvironmentInfo",
-    "FileInfo",
-    "FileMetadata",
-    "FsBackend",
-    "OutputChunk",
-    "ProcessBackend",
-    "ProcessEvents",
-    "ProcessSpec",
-    "ReadResult",
-    "Stream",
-    "WalkEntry",
-    "WalkResult",
-    "WriteStatus",
-]
+__all__ = ["CompletedProcess", "Environment"]
 
-Stream = Literal["stdout", "stderr", "pty"]
+_E = TypeVar("_E", bound="Environment")
+log = logging.getLogger(__name__)
 
+PathArg = str | os.PathLike[str]
 
-def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(values, str):
-        raise TypeError("expected a sequence of strings, not a single string")
-    return tuple(values)
-
-
-WriteStatus = Literal["accepted", "unknownProcess", "stdinClosed", "starting"]
-
-
-# --------------------------------------------------------------------------- public values
+CompletedProcess = subprocess.CompletedProcess
+"""``run()``'s result: ``args``, ``returncode``, ``stdout``, ``stderr`` (bytes or str)."""
 
 
-@attrs.frozen
-class EnvironmentInfo:
-    """What an environment is: OS, shell, default cwd, home and temp dirs, protocol generation.
+class Environment:
+    """A place to run processes and reach files: this machine or an exec-server.
 
-    ``generation`` is ``"G1"`` (absolute-path servers such as codex 0.123), ``"G2"`` (``file://``
-    URI servers such as codex 0.169 and ``execsdk serve``) or ``"local"``.
+    Thread-safety: safe to share between threads; every method may be called concurrently.
+
+    ``timeout`` is the default for short calls (starting a process, writing to it, file
+    operations); ``None`` means no limit. Waiting for a process has no default limit.
+    ``output_budget`` is how many bytes of unconsumed output each process keeps in memory
+    before spilling to a temporary file.
     """
 
-    os: str
-    shell: str
-    cwd: str
-    home: str
-    temp_dir: str
-    generation: str
-    capabilities: frozenset[str] = frozenset()
+    def __init__(
+        self,
+        *,
+        processes: ProcessBackend,
+        fs_backend: FsBackend,
+        info: EnvironmentInfo,
+        dispatcher: CallbackDispatcher,
+        timeout: float | None = 30.0,
+        output_budget: int = DEFAULT_OUTPUT_BUDGET,
+    ) -> None:
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        if output_budget < 0:
+            raise ValueError(f"output_budget must be >= 0, not {output_budget!r}")
+        self._processes = processes
+        self._fs_backend = fs_backend
+        self._info = info
+        self._dispatcher = dispatcher
+        self._timeout = timeout
+        self._output_budget = output_budget
+        self._fs: Fs | None = None
+        self._fs_lock = threading.Lock()
 
+    # ------------------------------------------------------------------ properties
 
-@attrs.frozen
-class OutputChunk:
-    """One piece of a process's output, in server order. ``stream`` is stdout, stderr or pty."""
+    @property
+    def info(self) -> EnvironmentInfo:
+        """OS, shell, default cwd, home and temp directories, protocol generation."""
+        return self._info
 
-    stream: Stream
-    data: bytes
-    seq: int = 0
+    @property
+    def processes(self) -> ProcessBackend:
+        """The process backend (low level: ``read``, ``terminate`` by process id)."""
+        return self._processes
 
+    @property
+    def fs(self) -> Fs:
+        """The environment's filesystem (pathlib-style facade), created on first use."""
+        with self._fs_lock:
+            if self._fs is None:
+                from execsdk.fs import Fs
 
-@attrs.frozen
-class EnvPolicy:
-    """How the child environment is built before ``env`` is laid on top (PROTOCOL.md §3.4).
+                self._fs = Fs(self._fs_backend, environment=self)
+            return self._fs
 
-    ``inherit``: start from the environment's own variables (``"all"``), a core subset
-    (``"core"``) or nothing (``"none"``). Unless ``ignore_default_excludes``, names matching
-    ``*KEY*``, ``*SECRET*``, ``*TOKEN*`` are dropped; then ``exclude`` globs are dropped,
-    ``set`` is applied and, when non-empty, only ``include_only`` matches are kept.
-    """
+    @property
+    def timeout(self) -> float | None:
+        """Default timeout of short calls, in seconds (``None``: no limit)."""
+        return self._timeout
 
-    inherit: Literal["all", "core", "none"] = "all"
-    ignore_default_excludes: bool = True
-    exclude: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
-    set: Mapping[str, str] = attrs.field(factory=dict)
-    include_only: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    @property
+    def dispatcher(self) -> CallbackDispatcher:
+        """The thread that runs user callbacks (``on_output``, ``on_exit``)."""
+        return self._dispatcher
 
+    # ------------------------------------------------------------------ lifecycle
 
-DEFAULT_ENV_POLICY = EnvPolicy()
-"""Inherit everything, default excludes off: how codex itself launches tools."""
+    def close(self) -> None:
+        """Release the environment's resources (subclasses close their backends)."""
 
+    def __enter__(self: _E) -> _E:
+        return self
 
-@attrs.frozen
-class ProcessSpec:
-    """Everything a backend needs to start a process.
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
-    ``env_policy=None`` means the child gets exactly ``env`` (the server default without a
-    policy; ``replace_env=True`` in the facade). ``cwd`` is an absolute path or ``None`` for
-    the environment's default cwd.
-    """
+    # ------------------------------------------------------------------ processes
 
-    argv: tuple[str, ...] = attrs.field(converter=_str_tuple)
-    cwd: str | None = None
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    env_policy: EnvPolicy | None = DEFAULT_ENV_POLICY
-    tty: bool = False
-    pipe_stdin: bool = False
-    arg0: str | None = None
+    def spawn(
+        self,
+        args: ProcessArgs,
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        replace_env: bool = False,
+        env_policy: EnvPolicy | None = None,
+        shell: bool = False,
+        stdin: bool = False,
+        tty: bool = False,
+        on_output: OnOutput | None = None,
+        on_exit: OnExit | None = None,
+        timeout: Timeoutish = UNSET,
+    ) -> Process:
+        """Start a process and return it without waiting (like ``subprocess.Popen``).
 
+        Args:
+            args: an argv list, or with ``shell=True`` a command string for the environment's
+                shell (``[info.shell, "-c", args]``).
+            cwd: working directory; relative paths resolve against ``info.cwd``.
+            env: variables added to (overriding) the environment's own; with
+                ``replace_env=True`` the child gets exactly these.
+            env_policy: explicit control of the inherited variables (see ``EnvPolicy``).
+            stdin: keep stdin open for :meth:`Process.write`; otherwise it is ``/dev/null``.
+            tty: run under a pseudo-terminal (24x80); output is the single ``pty`` stream.
+            on_output, on_exit: callbacks run on the dispatcher thread, in order; with
+                ``on_output`` chunks are not kept for ``output()``/``communicate()``.
+            timeout: for starting the process (default: the environment's timeout).
 
-@attrs.frozen
-class ReadResult:
-    """Answer of :meth:`ProcessBackend.read` (``process/read``)."""
+        Raises:
+            FileNotFoundError: the executable or the cwd does not exist.
+        """
+        spec = self._spec(
+            args,
+            cwd=cwd,
+            env=env,
+            replace_env=replace_env,
+            env_policy=env_policy,
+            shell=shell,
+            stdin=stdin,
+            tty=tty,
+        )
+        return self._spawn_spec(args, spec, on_output=on_output, on_exit=on_exit, timeout=timeout)
 
-    chunks: tuple[OutputChunk, ...]
-    next_seq: int
-    exited: bool
-    exit_code: int | None
-    closed: bool
-    failure: str | None = None
+    def _spawn_spec(
+        self,
+        args: ProcessArgs,
+        spec: ProcessSpec,
+        *,
+        on_output: OnOutput | None = None,
+        on_exit: OnExit | None = None,
+        timeout: Timeoutish = UNSET,
+    ) -> Process:
+        proc = Process(
+            self._processes,
+            spec,
+            args=args,
+            dispatcher=self._dispatcher,
+            default_timeout=self._timeout,
+            output_budget=self._output_budget,
+            on_output=on_output,
+            on_exit=on_exit,
+        )
+        return proc.start(timeout=resolve_timeout(timeout, self._timeout))
 
+    @overload
+    def run(
+        self,
+        args: ProcessArgs,
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        replace_env: bool = False,
+        shell: bool = False,
+        input: bytes | str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        text: Literal[False] = False,
+        encoding: None = None,
+        errors: None = None,
+        tty: bool = False,
+    ) -> subprocess.CompletedProcess[bytes]: ...
 
-@attrs.frozen
-class FileMetadata:
-    """Raw metadata as the protocol gives it (``fs/getMetadata``); times in ms since epoch."""
+    @overload
+    def run(
+        self,
+        args: ProcessArgs,
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        replace_env: bool = False,
+        shell: bool = False,
+        input: bytes | str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        text: Literal[True],
+        encoding: str | None = None,
+        errors: str | None = None,
+        tty: bool = False,
+    ) -> subprocess.CompletedProcess[str]: ...
 
-    is_directory: bool
-    is_file: bool
-    is_symlink: bool
-    size: int | None
-    created_at_ms: int
-    modified_at_ms: int
+    @overload
+    def run(
+        self,
+        args: ProcessArgs,
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        replace_env: bool = False,
+        shell: bool = False,
+        input: bytes | str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str | None = None,
+        tty: bool = False,
+    ) -> subprocess.CompletedProcess[bytes] | subprocess.CompletedProcess[str]: ...
 
+    def run(
+        self,
+        args: ProcessArgs,
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        replace_env: bool = False,
+        shell: bool = False,
+        input: bytes | str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str | None = None,
+        tty: bool = False,
+    ) -> subprocess.CompletedProcess[bytes] | subprocess.CompletedProcess[str]:
+        """Run a command to completion and collect its output, like ``subprocess.run``.
 
-@attrs.frozen
-class FileInfo:
-    """Public ``stat()`` result: attributes, not methods.
+        ``stdout``/``stderr`` are bytes, or str when ``text``, ``encoding`` or ``errors`` is
+        given (UTF-8 by default, newlines translated as in subprocess). ``input`` is fed to
+        stdin, which then reaches EOF (on servers that cannot close stdin it is staged in a
+        temporary file on the environment side). ``timeout`` (seconds, default no limit)
+        covers the whole run.
 
-    ``size`` is ``None`` where the server gives none (G1); ``created`` is ``None`` where the
-    filesystem records no birth time. Times are timezone-aware UTC datetimes.
-    """
+        Raises:
+            errors.TimeoutExpired: time ran out; the process was killed; the exception carries
+                the output collected so far.
+            errors.CalledProcessError: ``check=True`` and the exit code was not 0.
+            FileNotFoundError: the executable or the cwd does not exist.
+        """
+        textual = text or encoding is not None or errors is not None
+        data: bytes | None
+        if isinstance(input, str):
+            data = input.encode(encoding or "utf-8", errors or "strict")
+        else:
+            data = None if input is None else bytes(input)
+        deadline = Deadline(timeout)
+        spec = self._spec(
+            args, cwd=cwd, env=env, replace_env=replace_env, shell=shell, stdin=False, tty=tty
+        )
+        staged: str | None = None
+        if data is not None:
+            if self._stdin_via_file(tty=tty):
+                staged = self._stage_input(data, deadline)
+                spec = _redirect_stdin(spec, staged)
+            else:
+                spec = _evolve(spec, pipe_stdin=True)
+        try:
+            proc = self._spawn_spec(args, spec, timeout=self._rpc_timeout(deadline))
+            try:
+                with proc:
+                    try:
+                        if data is not None and staged is None:
+                            proc._feed(data, deadline)
+                        out, err = proc.communicate(timeout=deadline.left())
+                    except (_errors.TimeoutExpired, _errors.RequestTimeout):
+                        # A write cut short by the run's deadline is the run timing out too.
+                        if not deadline.expired():
+                            raise
+                        out, err = self._kill_and_collect(proc)
+                        raise _errors.TimeoutExpired(
+                            args,
+                            timeout or 0.0,
+                            _decode(out, encoding, errors, partial=True) if textual else out,
+                            _decode(err, encoding, errors, partial=True) if textual else err,
+                            process_id=proc.id,
+                        ) from None
+                    code = proc.wait(timeout=self._timeout)
+            finally:
+                proc._release()
+        finally:
+            if staged is not None:
+                self._unstage_input(staged)
+        result: subprocess.CompletedProcess[bytes] | subprocess.CompletedProcess[str]
+        if textual:
+            result = subprocess.CompletedProcess(
+                args, code, _decode(out, encoding, errors), _decode(err, encoding, errors)
+            )
+        else:
+            result = subprocess.CompletedProcess(args, code, out, err)
+        if check and code != 0:
+            raise _errors.CalledProcessError(
+                code, args, result.stdout, result.stderr, process_id=proc.id
+            )
+        return result
 
-    is_file: bool
-    is_dir: bool
-    is_symlink: bool
-    size: int | None
-    modified: _dt.datetime | None
-    created: _dt.datetime | None
+    def _kill_and_collect(self, proc: Process) -> tuple[bytes, bytes]:
+        """After a timeout: kill the process and gather what it wrote until it closed."""
+        try:
+            proc.kill()
+            return proc.communicate(timeout=self._timeout)
+        except _errors.TimeoutExpired as exc:
+            log.warning("process %s did not close after being killed", proc.id)
+            return _as_bytes(exc.output), _as_bytes(exc.stderr)
 
-    @classmethod
-    def from_metadata(cls, meta: FileMetadata) -> FileInfo:
-        """Convert protocol metadata to the public shape."""
+    # ------------------------------------------------------------------ stdin staging
 
-        def when(ms: int) -> _dt.datetime | None:
-            if not ms:
-                return None
-            return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc)
+    def _stdin_via_file(self, *, tty: bool) -> bool:
+        """Whether ``run(input=...)`` stages the input in a file instead of piping it.
 
-        return cls(
-            is_file=meta.is_file,
-            is_dir=meta.is_directory,
-            is_symlink=meta.is_symlink,
-            size=meta.size,
-            modified=when(meta.modified_at_ms),
-            created=when(meta.created_at_ms),
+        Piping needs a backend that can close stdin (so the program sees EOF); codex servers
+        cannot. A tty has no EOF either, so its input is staged too (stdout stays a tty).
+        """
+        return tty or not self._processes.can_close_stdin
+
+    def _stage_input(self, data: bytes, deadline: Deadline) -> str:
+        path = f"{self._info.temp_dir.rstrip('/') or ''}/execsdk-stdin-{secrets.token_hex(8)}"
+        self.fs.write_bytes(path, data, timeout=self._rpc_timeout(deadline))
+        return path
+
+    def _unstage_input(self, path: str) -> None:
+        try:
+            self.fs.remove(path, missing_ok=True)
+        except Exception as exc:
+            log.warning("could not remove staged input %s: %r", path, exc)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _rpc_timeout(self, deadline: Deadline) -> float | None:
+        left = deadline.left()
+        if left is None:
+            return self._timeout
+        return left if self._timeout is None else min(left, self._timeout)
+
+    def _spec(
+        self,
+        args: ProcessArgs,
+        *,
+        cwd: PathArg | None,
+        env: Mapping[str, str] | None,
+        replace_env: bool,
+        shell: bool,
+        stdin: bool,
+        tty: bool,
+        env_policy: EnvPolicy | None = None,
+    ) -> ProcessSpec:
+        if replace_env and env_policy is not None:
+            raise ValueError("replace_env=True and env_policy are mutually exclusive")
+        policy: EnvPolicy | None
+        if replace_env:
+            policy = None
+        elif env_policy is not None:
+            policy = env_policy
+        else:
+            policy = DEFAULT_ENV_POLICY
+        return ProcessSpec(
+            argv=self._argv(args, shell=shell),
+            cwd=self._cwd(cwd),
+            env=dict(env or {}),
+            env_policy=policy,
+            tty=tty,
+            pipe_stdin=stdin,
         )
 
+    def _argv(self, args: ProcessArgs, *, shell: bool) -> tuple[str, ...]:
+        if isinstance(args, (str, bytes, os.PathLike)):
+            items = [_fspath(args)]
+        else:
+            items = [_fspath(a) for a in args]
+        if not items:
+            raise ValueError("args must not be empty")
+        if shell:
+            return (self._info.shell or "/bin/sh", "-c", *items)
+        return tuple(items)
 
-@attrs.frozen
-class DirEntry:
-    """One directory entry. ``is_symlink`` is ``None`` where the backend cannot tell (remote)."""
+    def _cwd(self, cwd: PathArg | None) -> str:
+        if cwd is None:
+            return self._info.cwd
+        path = _fspath(cwd)
+        return path if posixpath.isabs(path) else posixpath.join(self._info.cwd, path)
 
-    name: str
-    is_file: bool
-    is_dir: bool
-    is_symlink: bool | None = None
-
-
-@attrs.frozen
-class WalkEntry:
-    """One entry of ``fs/walk``: an absolute path and its kind ("file", "directory", ...)."""
-
-    path: str
-    kind: str
-
-
-@attrs.frozen
-class WalkResult:
-    """Answer of ``fs/walk``."""
-
-    entries: tuple[WalkEntry, ...]
-    errors: tuple[str, ...]
-    truncated: bool
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._info.generation} cwd={self._info.cwd!r}>"
 
 
-# --------------------------------------------------------------------------- backend protocols
+def _fspath(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return os.fsdecode(value)
+    if isinstance(value, os.PathLike):
+        return os.fsdecode(os.fspath(value))
+    return str(value)
 
 
-class ProcessEvents(Protocol):
-    """Receiver of one process's events, registered with :meth:`ProcessBackend.start`.
-
-    Backends call these from their own I/O thread (the client's reader, the local I/O thread):
-    implementations must be quick and must never block or raise. Every event carries the
-    process's seq number: one counter from 1 shared by output, exited and closed. ``closed``
-    is always the last event; ``exited`` may come before the last output.
-    """
-
-    def on_output(self, seq: int, stream: Stream, data: bytes) -> None:
-        """A chunk of output (at most 8 KiB)."""
-
-    def on_exited(self, seq: int, exit_code: int) -> None:
-        """The exit code is known (128+N for death by signal N)."""
-
-    def on_closed(self, seq: int) -> None:
-        """Every output chunk has been delivered; nothing follows."""
-
-    def on_lost(self, exc: BaseException) -> None:
-        """The backend can deliver nothing more (connection lost or closed)."""
+def _evolve(spec: ProcessSpec, *, pipe_stdin: bool) -> ProcessSpec:
+    return ProcessSpec(
+        argv=spec.argv,
+        cwd=spec.cwd,
+        env=spec.env,
+        env_policy=spec.env_policy,
+        tty=spec.tty,
+        pipe_stdin=pipe_stdin,
+        arg0=spec.arg0,
+    )
 
 
-@runtime_checkable
-class ProcessBackend(Protocol):
-    """Starts and controls processes. Thread-safety: every method may be called from any thread.
-
-    Methods that may block take a keyword-only ``timeout`` (``UNSET`` = the backend default,
-    ``None`` = no limit). A process id is chosen by the caller and unique in the backend.
-    """
-
-    @property
-    def can_close_stdin(self) -> bool:
-        """True when :meth:`close_stdin` works (local; servers announcing execsdk/closeStdin)."""
-
-    @property
-    def can_interrupt(self) -> bool:
-        """True when :meth:`interrupt` works (local, G2)."""
-
-    def start(
-        self,
-        process_id: str,
-        spec: ProcessSpec,
-        events: ProcessEvents,
-        *,
-        timeout: Timeoutish = UNSET,
-    ) -> None:
-        """Start a process. ``events`` is registered before the process can produce anything.
-
-        Raises ``FileNotFoundError`` (an ``errors.RemoteOSError`` subclass) for a missing
-        executable or cwd, ``errors.InvalidParams`` for an empty argv,
-        ``errors.InvalidRequest`` for a duplicate id.
-        """
-
-    def write(self, process_id: str, data: bytes, *, timeout: Timeoutish = UNSET) -> WriteStatus:
-        """Queue ``data`` for the process's stdin; returns the protocol's write status."""
-
-    def close_stdin(self, process_id: str, *, timeout: Timeoutish = UNSET) -> None:
-        """Close the process's stdin so it sees EOF. Raises ``UnsupportedByServer`` if unable."""
-
-    def interrupt(self, process_id: str, *, timeout: Timeoutish = UNSET) -> None:
-        """Send SIGINT to the process. Raises ``UnsupportedByServer`` if unable (G1)."""
-
-    def terminate(self, process_id: str, *, timeout: Timeoutish = UNSET) -> bool:
-        """SIGKILL the process group; True when the process was running."""
-
-    def read(
-        self,
-        process_id: str,
-        *,
-        after_seq: int | None = None,
-        max_bytes: int | None = None,
-        wait_ms: int | None = None,
-        timeout: Timeoutish = UNSET,
-    ) -> ReadResult:
-        """Retained output after ``after_seq`` (exclusive) plus the exit state (``process/read``).
-
-        Raises ``errors.ProcessNotFound`` for an unknown (or forgotten) process id.
-        """
-
-    def release(self, process_id: str) -> None:
-        """Forget the events receiver of a process (after closed, or when the facade is done)."""
+def _redirect_stdin(spec: ProcessSpec, path: str) -> ProcessSpec:
+    """Run ``spec.argv`` with stdin read from ``path``; the path is passed as ``$0``, the
+    command as ``$@``, so nothing is ever parsed by the shell."""
+    return ProcessSpec(
+        argv=("/bin/sh", "-c", 'exec "$@" < "$0"', path, *spec.argv),
+        cwd=spec.cwd,
+        env=spec.env,
+        env_policy=spec.env_policy,
+        tty=spec.tty,
+        pipe_stdin=False,
+        arg0=spec.arg0,
+    )
 
 
-@runtime_checkable
-class FsBackend(Protocol):
-    """Filesystem primitives, one per protocol method. Paths are absolute POSIX strings.
-
-    Errors: builtin-mapped ``errors.RemoteOSError`` subclasses (``FileNotFoundError`` ...);
-    semantic refusals raise ``errors.InvalidRequest``. Methods that are absent (G1) raise
-    ``errors.UnsupportedByServer``; ``features`` says which optional groups exist.
-    Thread-safety: every method may be called from any thread.
-    """
-
-    @property
-    def features(self) -> frozenset[str]:
-        """Optional method groups offered: ``"canonicalize"``, ``"walk"``, ``"blocks"``."""
-
-    def read_file(self, path: str, *, timeout: Timeoutish = UNSET) -> bytes:
-        """Whole content of a file."""
-
-    def write_file(self, path: str, data: bytes, *, timeout: Timeoutish = UNSET) -> None:
-        """Create or truncate a file; the parent must exist."""
-
-    def create_directory(
-        self, path: str, *, recursive: bool = True, timeout: Timeoutish = UNSET
-    ) -> None:
-        """Create a directory (with parents when ``recursive``; an existing one is fine then)."""
-
-    def get_metadata(self, path: str, *, timeout: Timeoutish = UNSET) -> FileMetadata:
-        """Type, size and times; follows symlinks but flags ``is_symlink``."""
-
-    def read_directory(self, path: str, *, timeout: Timeoutish = UNSET) -> list[DirEntry]:
-        """Entries in arbitrary order; dangling symlinks omitted, links report the target type."""
-
-    def remove(
-        self,
-        path: str,
-        *,
-        recursive: bool = True,
-        force: bool = True,
-        timeout: Timeoutish = UNSET,
-    ) -> None:
-        """Remove a file, link or tree; a missing path is fine unless ``force`` is False."""
-
-    def copy(
-        self, source: str, destination: str, *, recursive: bool, timeout: Timeoutish = UNSET
-    ) -> None:
-        """Copy a file or (with ``recursive``) a tree; symlinks are copied as links."""
-
-    def canonicalize(self, path: str, *, timeout: Timeoutish = UNSET) -> str:
-        """The absolute path with symlinks resolved."""
-
-    def walk(
-        self,
-        path: str,
-        *,
-        max_depth: int,
-        max_directories: int,
-        max_entries: int,
-        follow_directory_symlinks: bool = False,
-        timeout: Timeoutish = UNSET,
-    ) -> WalkResult:
-        """Entries below ``path`` (server-side walk)."""
-
-    def open(
-        self,
-        handle_id: str,
-        path: str,
-        *,
-        mode: Literal["read", "replace"] = "read",
-        timeout: Timeoutish = UNSET,
-    ) -> None:
-        """Open a block handle chosen by the caller (``replace`` creates/truncates)."""
-
-    def read_block(
-        self, handle_id: str, offset: int, length: int, *, timeout: Timeoutish = UNSET
-    ) -> tuple[bytes, bool]:
-        """Up to ``length`` (1..1 MiB) bytes at ``offset`` and whether EOF was reached."""
-
-    def write_block(
-        self, handle_id: str, offset: int, data: bytes, *, timeout: Timeoutish = UNSET
-    ) -> None:
-        """Write ``data`` (1..1 MiB bytes) at ``offset``."""
-
-    def close_handle(self, handle_id: str, *, timeout: Timeoutish = UNSET) -> None:
-        """Close a block handle."""
+def _decode(data: bytes, encoding: str | None, errors: str | None, *, partial: bool = False) -> str:
+    try:
+        text = codecs.decode(data, encoding or "utf-8", errors or "strict")
+    except UnicodeDecodeError:
+        if not partial:
+            raise
+        # Output cut short by a kill may end inside a character; keep the TimeoutExpired.
+        text = codecs.decode(data, encoding or "utf-8", "replace")
+    # Universal newlines, as subprocess does in text mode.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
-Submit = Callable[[Callable[[], object]], object]
-"""Runs a callback on the environment's dispatcher thread (never a reader or I/O thread)."""
+def _as_bytes(value: bytes | str | None) -> bytes:
+    if value is None:
+        return b""
+    return value if isinstance(value, bytes) else value.encode()

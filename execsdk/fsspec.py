@@ -31,10 +31,10 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import isfilelike, stringify_path
 
-from execsdk.fs import Fs
+from execsdk.fs.facade import Fs
 
 if TYPE_CHECKING:
-    from execsdk._base import Environment
+    from execsdk.environment import Environment
 
 __all__ = ["ExecFileSystem"]
 
@@ -77,11 +77,12 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.auto_mkdir = auto_mkdir
         self._owned: Environment | None = None
         if environment is None:
-            import execsdk  # here, not at the top: the package root sits above this module
+            # Imported here: a filesystem over an environment it was given never needs a client.
+            from execsdk.remote.connector import connect
 
             if url is None and host is not None:
                 url = f"ws://{host}:{port}" if port is not None else f"ws://{host}"
-            environment = execsdk.connect(url, token=token, timeout=timeout)
+            environment = connect(url, token=token, timeout=timeout)
             self._owned = environment
             self._finalizer = weakref.finalize(self, environment.close)
         self.environment = environment

@@ -1,7 +1,7 @@
 """The ``Process`` facade: one started process, in the vocabulary of :mod:`subprocess`.
 
-A ``Process`` talks only to a :class:`~execsdk.environment.ProcessBackend` and registers itself
-as that backend's :class:`~execsdk.environment.ProcessEvents` receiver, so local and remote
+A ``Process`` talks only to a :class:`~execsdk.backends.ProcessBackend` and registers itself
+as that backend's :class:`~execsdk.backends.ProcessEvents` receiver, so local and remote
 processes behave the same. Events carry one seq counter per process (PROTOCOL.md §4); the
 facade applies them strictly in seq order: duplicates are dropped, early events are held until
 the gap before them fills, and a gap that stays open is filled with ``backend.read`` from a
@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 
 from execsdk import errors
+from execsdk._callbacks import CallbackDispatcher, callback_name
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
-from execsdk._dispatch import CallbackDispatcher, callback_name
-from execsdk._outbuf import OutputBuffer
-from execsdk.environment import OutputChunk, ProcessBackend, ProcessSpec, ReadResult, Stream
+from execsdk._outbuffer import OutputBuffer
+from execsdk.backends import OutputChunk, ProcessBackend, ProcessSpec, ReadResult, Stream
 
 __all__ = ["DEFAULT_OUTPUT_BUDGET", "Process", "new_process_id"]
 

@@ -402,17 +402,18 @@ def test_ws_server_shutdown_closes_connections_and_kills_processes(tmp_path: Pat
 def test_shutdown_from_a_request_worker_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from execsdk.server import dispatch, params
+    from execsdk.server import method_table, params
+    from execsdk.server.connection import Connection
     from execsdk.server.ws import WsServer
 
     server = WsServer("127.0.0.1", 0)
 
-    def call_shutdown(conn: dispatch.Connection, params: Any) -> object:
+    def call_shutdown(conn: Connection, params: Any) -> object:
         server.shutdown()
         return {}
 
-    method = dispatch.Method("test/shutdown", params.UNIT, "test", "free", call_shutdown)
-    monkeypatch.setitem(dispatch.METHODS, "test/shutdown", method)
+    method = method_table.Method("test/shutdown", params.UNIT, "test", "free", call_shutdown)
+    monkeypatch.setitem(method_table.METHODS, "test/shutdown", method)
     server.start()
     try:
         with RawConn(server.url) as conn:

@@ -24,7 +24,7 @@ import pytest
 import websocket
 
 import execsdk
-from execsdk.server.session import Outbox
+from execsdk.server.outbox import Outbox
 from tests.servers import ServerHandle, start_ours
 
 pytestmark = pytest.mark.timeout(90)

@@ -22,7 +22,7 @@ pytestmark = [
 _PROBE = textwrap.dedent(
     """
     import resource
-    from execsdk.server.memory import tune_allocator
+    from execsdk.server.malloc import tune_allocator
 
     print(tune_allocator())
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import websocket
 
-from execsdk.server.session import DEFAULT_OUTPUT_HIGH_WATER, Outbox
+from execsdk.server.outbox import DEFAULT_OUTPUT_HIGH_WATER, Outbox
 from execsdk.server.ws import WsServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -214,8 +214,9 @@ def test_a_long_poll_still_answers_when_output_comes(server: WsServer, tmp_path:
 
 
 def test_cancelling_a_poll_scope_ends_only_its_own_waits(tmp_path: Path) -> None:
-    from execsdk._local_process import LocalProcessBackend, PollScope
-    from execsdk.environment import ProcessSpec
+    from execsdk._local.processes import LocalProcessBackend
+    from execsdk._local.records import PollScope
+    from execsdk.backends import ProcessSpec
 
     class _Quiet:
         def on_output(self, seq: int, stream: Any, data: bytes) -> None: ...

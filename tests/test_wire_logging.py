@@ -15,7 +15,7 @@ from execsdk._protocol.redact import PREVIEW_CHARS
 from tests.conftest import ServerPool
 
 SECRET = "s3cr3t-" + "q" * 12
-LOGGER = "execsdk._rpc.client"
+LOGGER = "execsdk._rpc.endpoint"
 
 
 @pytest.fixture(params=["codex-0.169.0", "embedded"])

@@ -19,12 +19,7 @@ Pure functions: safe from any thread.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import sys
-from collections.abc import Callable
-
-__all__ = ["BULK_FROM", "Base64Text", "b64decode_alphabet", "member_text", "split_member"]
+__all__ = ["BULK_FROM", "KEY_WITHIN", "member_text", "split_member"]
 
 BULK_FROM = 16 * 1024
 """Messages from this size are worth cutting; below it the full parse costs less than looking."""
@@ -32,44 +27,6 @@ BULK_FROM = 16 * 1024
 KEY_WITHIN = 4096
 """The member's key is looked for in the message's first bytes only (senders put it before
 the text): a miss costs little that way."""
-
-
-b64decode_alphabet: Callable[[str | bytes | memoryview], bytes]
-"""Decode standard padded base64, refusing (``ValueError``) any character outside its alphabet:
-pybase64 when installed, else the stdlib's strict mode."""
-try:
-    import pybase64
-
-    def b64decode_alphabet(text: str | bytes | memoryview) -> bytes:
-        return pybase64.b64decode(text, validate=True)
-
-except ImportError:  # pragma: no cover - pybase64 comes with the fast extra
-    if sys.version_info >= (3, 11):
-        # base64.b64decode(validate=True) checks the text with a regex first, which costs as
-        # much as decoding; binascii's strict mode validates while it decodes.
-        def b64decode_alphabet(text: str | bytes | memoryview) -> bytes:
-            return binascii.a2b_base64(text, strict_mode=True)
-
-    else:
-
-        def b64decode_alphabet(text: str | bytes | memoryview) -> bytes:
-            return base64.b64decode(text, validate=True)
-
-
-class Base64Text(str):
-    """A base64 member decoded before the message was checked.
-
-    To every check it is the empty string the cut left; the base64 decoders of the client
-    (``converter.b64decode``) and the server (``server.params.b64decode``) return
-    :attr:`data` for it instead of decoding.
-    """
-
-    data: bytes
-
-    def __new__(cls, data: bytes) -> Base64Text:
-        self = super().__new__(cls, "")
-        self.data = data
-        return self
 
 
 def split_member(raw: str | bytes, name: str) -> tuple[int, int, str | bytes] | None:

@@ -17,12 +17,9 @@ thread. Do not register hooks on a shared converter.
 
 from __future__ import annotations
 
-import base64
 import functools
 import logging
-from collections.abc import Callable
 from typing import Any, Literal, TypeVar, get_args, get_origin
-from urllib.parse import quote, unquote
 
 import attrs
 import cattrs
@@ -35,62 +32,33 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from execsdk._protocol import methods
-from execsdk._protocol.bulk import Base64Text, b64decode_alphabet
 from execsdk._protocol.jsonrpc import dumps
 from execsdk._protocol.types import WirePath
+from execsdk._protocol.wire import (
+    Generation,
+    b64decode,
+    b64encode,
+    decode_path,
+    encode_path,
+    json_type,
+)
 from execsdk.errors import ProtocolError
 
-_b64encode_impl: Callable[[bytes], bytes]
-try:
-    import pybase64
-
-    _b64encode_impl = pybase64.b64encode
-except ImportError:  # pragma: no cover - pybase64 is a declared dependency; base64 is the fallback
-    _b64encode_impl = base64.b64encode
-
 __all__ = [
-    "b64decode",
-    "b64encode",
-    "decode_path",
-    "encode_path",
     "make_converter",
-    "path_to_uri",
     "structure_result",
     "unstructure_params",
-    "uri_to_path",
     "wire_name",
 ]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Generation = Literal["G1", "G2"]
 
-_FILE_SCHEME = "file://"
-# What codex (the Rust url crate's path-segment set) leaves unescaped besides letters, digits
-# and "_.-~"; measured against codex 0.169 with every printable ASCII character in a name.
-_URI_SAFE = "/!$&'()*+,:;=@[]^|"
 _MAX_REPORTED_PROBLEMS = 5
 
 
-# --------------------------------------------------------------------------- codecs
-
-
-def b64encode(data: bytes) -> str:
-    """Standard base64 with padding, as text."""
-    return _b64encode_impl(data).decode("ascii")
-
-
-def b64decode(text: object) -> bytes:
-    """Decode standard base64; raise ``TypeError``/``ValueError`` on anything else."""
-    if text.__class__ is not str:
-        if text.__class__ is Base64Text:
-            return text.data
-        raise TypeError(f"expected a base64 string, got {_json_type(text)}")
-    try:
-        return b64decode_alphabet(text)
-    except ValueError as exc:  # binascii.Error is a ValueError
-        raise ValueError(f"invalid base64 ({exc})") from None
+# --------------------------------------------------------------------------- names
 
 
 def wire_name(name: str) -> str:
@@ -99,95 +67,31 @@ def wire_name(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def _require_absolute(path: object) -> str:
-    if not isinstance(path, str):
-        raise TypeError(f"expected a path string, got {_json_type(path)}")
-    if not path.startswith("/"):
-        raise ValueError(f"path must be absolute: {path!r}")
-    return path
-
-
-def path_to_uri(path: str) -> str:
-    """``/tmp/a b#1`` -> ``file:///tmp/a%20b%231``, byte-identical to codex's own URIs.
-
-    Percent-encoded: controls, space, ``"#%<>?\\`{}``, DEL and non-ASCII (as UTF-8); every
-    other ASCII character stays raw. Lone surrogates (undecodable bytes from ``os.fsdecode``)
-    are encoded as the raw bytes they stand for.
-    """
-    path = _require_absolute(path)
-    return _FILE_SCHEME + quote(path, safe=_URI_SAFE, errors="surrogateescape")
-
-
-def uri_to_path(uri: object) -> str:
-    """Decode a ``file://`` URI, percent-encoded (as codex sends it) or raw, to a POSIX path."""
-    if not isinstance(uri, str):
-        raise TypeError(f"expected a file:// URI string, got {_json_type(uri)}")
-    if not uri.startswith(_FILE_SCHEME):
-        raise ValueError(f"expected a file:// URI, got {uri!r}")
-    rest = uri[len(_FILE_SCHEME) :]
-    if not rest.startswith("/"):
-        host, sep, tail = rest.partition("/")
-        if host.lower() != "localhost" or not sep:
-            raise ValueError(f"file URI names another host: {uri!r}")
-        rest = "/" + tail
-    return unquote(rest, errors="surrogateescape")
-
-
-def encode_path(generation: Generation, path: str) -> str:
-    """The wire form of an absolute path: itself (G1) or a ``file://`` URI (G2)."""
-    if generation == "G2":
-        return path_to_uri(path)
-    return _require_absolute(path)
-
-
-def decode_path(generation: Generation, value: object) -> str:
-    """The absolute path for a wire value: a plain path (G1) or a ``file://`` URI (G2)."""
-    if generation == "G2":
-        return _require_absolute(uri_to_path(value))
-    return _require_absolute(value)
-
-
 # --------------------------------------------------------------------------- strict primitives
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _structure_str(value: object, _: object) -> str:
     if value.__class__ is str:
         return value
-    raise TypeError(f"expected a string, got {_json_type(value)}")
+    raise TypeError(f"expected a string, got {json_type(value)}")
 
 
 def _structure_int(value: object, _: object) -> int:
     if value.__class__ is int:
         return value
-    raise TypeError(f"expected an integer, got {_json_type(value)}")
+    raise TypeError(f"expected an integer, got {json_type(value)}")
 
 
 def _structure_float(value: object, _: object) -> float:
     if value.__class__ is float or value.__class__ is int:
         return value
-    raise TypeError(f"expected a number, got {_json_type(value)}")
+    raise TypeError(f"expected a number, got {json_type(value)}")
 
 
 def _structure_bool(value: object, _: object) -> bool:
     if value is True or value is False:
         return value
-    raise TypeError(f"expected a boolean, got {_json_type(value)}")
+    raise TypeError(f"expected a boolean, got {json_type(value)}")
 
 
 def _structure_bytes(value: object, _: object) -> bytes:
@@ -202,7 +106,7 @@ def _structure_capabilities(value: object, _: object) -> dict[str, bool]:
     # Capabilities are open-ended (§3.2): keep the boolean members, skip anything else, so a
     # future server announcing a structured capability does not break initialize.
     if not isinstance(value, dict):
-        raise TypeError(f"expected an object, got {_json_type(value)}")
+        raise TypeError(f"expected an object, got {json_type(value)}")
     return {k: v for k, v in value.items() if isinstance(k, str) and (v is True or v is False)}
 
 
@@ -249,7 +153,7 @@ def _build(generation: Generation, strict: bool) -> cattrs.Converter:
 
         def structure_list(value: object, typ: Any) -> Any:
             if value.__class__ is not list:
-                raise TypeError(f"expected an array, got {_json_type(value)}")
+                raise TypeError(f"expected an array, got {json_type(value)}")
             return inner(value, typ)
 
         return structure_list
@@ -259,7 +163,7 @@ def _build(generation: Generation, strict: bool) -> cattrs.Converter:
 
         def structure_dict(value: object, typ: Any) -> Any:
             if value.__class__ is not dict:
-                raise TypeError(f"expected an object, got {_json_type(value)}")
+                raise TypeError(f"expected an object, got {json_type(value)}")
             return inner(value, typ)
 
         return structure_dict
@@ -390,7 +294,7 @@ def structure_result(conv: cattrs.Converter, data: object, cls: type[T], *, meth
             data = {}
         else:
             raise ProtocolError(
-                f"expected an object for {cls.__name__}, got {_json_type(data)}",
+                f"expected an object for {cls.__name__}, got {json_type(data)}",
                 method=method,
                 field_path="$",
                 payload=_preview(data),

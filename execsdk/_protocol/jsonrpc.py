@@ -14,13 +14,8 @@ from collections.abc import Callable
 
 import attrs
 
-from execsdk._protocol.bulk import (
-    BULK_FROM,
-    Base64Text,
-    b64decode_alphabet,
-    member_text,
-    split_member,
-)
+from execsdk._protocol.bulk import BULK_FROM, member_text, split_member
+from execsdk._protocol.wire import Base64Text, b64decode_alphabet
 from execsdk.errors import ProtocolError
 
 try:
@@ -203,7 +198,7 @@ def parse_decoded(
     decode: Callable[[str | memoryview], bytes | None],
 ) -> object:
     """``text`` parsed with one large base64 string member already decoded (a
-    :class:`~execsdk._protocol.bulk.Base64Text`, see ``bulk.py``), or None: parse in full.
+    :class:`~execsdk._protocol.wire.Base64Text`, see ``bulk.py``), or None: parse in full.
 
     ``names``: the members to look for (the first found is cut). ``holder(parsed, name,
     rest)``: the dict of the parsed rest that must hold the member, or None to refuse.

@@ -23,8 +23,8 @@ from typing import Any
 
 import attrs
 
+from execsdk._callbacks import CallbackDispatcher
 from execsdk._deadline import UNSET, Deadline, Timeoutish
-from execsdk._dispatch import CallbackDispatcher
 from execsdk.errors import ConnectionClosed, ExecSdkError
 
 __all__ = ["Event", "EventBus", "Gap", "Subscription"]

@@ -34,10 +34,10 @@ from typing import Any
 
 import attrs
 
+from execsdk._callbacks import CallbackDispatcher
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
-from execsdk._dispatch import CallbackDispatcher
 from execsdk._rpc.bus import EventBus
-from execsdk._rpc.client import NotSent, RpcClient
+from execsdk._rpc.endpoint import NotSent, RpcClient
 from execsdk.errors import (
     ConnectionClosed,
     ConnectionLost,

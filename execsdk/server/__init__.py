@@ -2,9 +2,10 @@
 
 - :class:`~execsdk.server.ws.WsServer` serves WebSocket clients (import ``execsdk.server.ws``;
   it needs the ``websockets`` package).
-- :func:`~execsdk.server.stdio.serve_stdio` serves one session over stdin/stdout (stdlib only).
-- :class:`~execsdk.server.dispatch.Connection` is the protocol side of one connection, shared by
-  both transports; :class:`~execsdk.server.session.SessionRegistry` keeps sessions across
+- :func:`~execsdk.server.serve_stdio.serve_stdio` serves one session over stdin/stdout (stdlib
+  only).
+- :class:`~execsdk.server.connection.Connection` is the protocol side of one connection, shared by
+  both transports; :class:`~execsdk.server.sessions.SessionRegistry` keeps sessions across
   connections.
 - :mod:`~execsdk.server.auth` decides who may open a WebSocket (capability token or HS256 JWT);
   :mod:`~execsdk.server.confine` implements ``--root`` (every path must resolve inside it).

@@ -25,7 +25,7 @@ from typing import Any
 
 from execsdk import errors
 from execsdk._protocol.jsonrpc import encode_notification
-from execsdk.server.params import b64encode
+from execsdk._protocol.wire import b64encode
 
 __all__ = ["HttpRequester"]
 

@@ -7,28 +7,23 @@ differently, so the server validates the raw JSON here instead. Struct specs lis
 codex's declaration order: serde reports the first bad value in the order the members arrive and
 then the first missing field in declaration order; unknown members are ignored.
 
-Also here: ``file://`` URI <-> path conversion (PROTOCOL.md §3, paths) and base64 decoding with
-the exact error texts of the Rust base64 crate (PROTOCOL.md §3.5, §3.11).
+URIs and base64 are read with :mod:`execsdk._protocol.wire` (codex's rules and wording).
 
 Pure functions and immutable specs: safe from any thread.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import os
 import posixpath
 import sys
-import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from execsdk import errors
-from execsdk._protocol.bulk import Base64Text, b64decode_alphabet
+from execsdk._protocol.wire import b64decode_strict, parse_file_uri
 
 __all__ = [
     "BOOL",
@@ -46,14 +41,10 @@ __all__ = [
     "SeqOf",
     "Struct",
     "Uuid",
-    "b64decode",
-    "b64encode",
-    "b64encode_bytes",
     "decode",
     "describe",
-    "path_to_uri",
+    "parse_path_uri",
     "platform_name",
-    "strict_b64decode",
 ]
 
 U64_MAX = (1 << 64) - 1
@@ -270,7 +261,7 @@ class Base64(Decoder):
         if not isinstance(value, str):
             raise _type_error(value, self.expected)
         try:
-            return b64decode(value)
+            return b64decode_strict(value)
         except ValueError as exc:
             raise _invalid(str(exc)) from None
 
@@ -368,204 +359,28 @@ def decode(decoder: Decoder, params: object) -> Any:
 
 # --------------------------------------------------------------------------- URIs
 
-# The characters the URL standard percent-encodes in a file path segment; codex's URIs (and ours)
-# leave everything else as it is.
-_ENCODE = frozenset(b' "#<>?`{}%\\') | frozenset(range(0x20)) | frozenset(range(0x7F, 0x100))
-
-
-def path_to_uri(path: str) -> str:
-    """``file://`` URI of an absolute path, percent-encoded like codex (spaces, ``#``, ``%``...)."""
-    raw = os.fsencode(path)
-    out = [chr(b) if b not in _ENCODE else f"%{b:02X}" for b in raw]
-    return "file://" + "".join(out)
-
-
-def _remove_dot_segments(path: str) -> str:
-    # RFC 3986 §5.2.4: "." and ".." are resolved textually; "//" is kept, unlike normpath.
-    segments = path.split("/")[1:]
-    out: list[str] = []
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if seg in (".", "%2e", "%2E"):
-            if last:
-                out.append("")
-        elif seg.lower() in ("..", ".%2e", "%2e.", "%2e%2e"):
-            if out:
-                out.pop()
-            if last:
-                out.append("")
-        else:
-            out.append(seg)
-    return "/" + "/".join(out)
-
 
 def parse_path_uri(value: str) -> PathUri:
-    """Parse a G2 path URI as codex does (PROTOCOL.md §3, paths).
+    """Parse a G2 path URI as codex does (PROTOCOL.md §3, paths; ``wire.parse_file_uri``).
 
     Raises:
         errors.InvalidParams: not a URI ("invalid URI: relative URL without a base"), another
             scheme, a query or a fragment. A foreign host is reported through ``PathUri``.
     """
-    # The URL standard strips leading/trailing C0 controls and spaces and drops tabs/newlines.
-    text = value.strip("".join(chr(c) for c in range(0x21)))
-    text = text.replace("\t", "").replace("\n", "").replace("\r", "")
-    split = urllib.parse.urlsplit(text, allow_fragments=True)
-    scheme = split.scheme.lower()
-    if not scheme or ":" not in text:
-        raise _invalid("invalid URI: relative URL without a base")
-    if scheme != "file":
-        raise _invalid(f"unsupported path URI scheme `{scheme}`")
-    if "?" in text:
-        raise _invalid("query parameters are not allowed in path URIs")
-    if "#" in text:
-        raise _invalid("fragments are not allowed in path URIs")
-    rest = text[len(split.scheme) + 1 :].replace("\\", "/")
-    host = ""
-    if rest.startswith("//"):
-        rest = rest[2:]
-        slash = rest.find("/")
-        host, rest = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
-    host = urllib.parse.unquote(host).lower()
-    if host not in ("", "localhost"):
+    try:
+        parsed = parse_file_uri(value)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
+    if parsed.path is None:
         return PathUri(
             uri=value, path=None, host_error=f"'{value}' is invalid on '{platform_name()}'"
         )
-    if not rest.startswith("/"):
-        rest = "/" + rest
-    path = os.fsdecode(urllib.parse.unquote_to_bytes(_remove_dot_segments(rest)))
-    return PathUri(uri=value, path=path)
+    return PathUri(uri=value, path=parsed.path)
 
 
 def normalize_path(path: str) -> str:
     """``path`` with ``.``/``..`` resolved textually (used for paths we report back)."""
     return posixpath.normpath(path) if path else path
-
-
-# --------------------------------------------------------------------------- base64
-
-_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-_B64_VALUE = {
-    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-}
-_PAD = ord("=")
-
-_fast_encode: Callable[[bytes], bytes]
-try:
-    import pybase64 as _pybase64
-
-    def _fast_encode(data: bytes) -> bytes:
-        return bytes(_pybase64.b64encode(data))
-
-except ImportError:  # pragma: no cover - pybase64 is optional
-
-    def _fast_encode(data: bytes) -> bytes:
-        return base64.b64encode(data)
-
-
-def b64encode(data: bytes) -> str:
-    """Standard padded base64 text."""
-    return _fast_encode(data).decode("ascii")
-
-
-def b64encode_bytes(data: bytes) -> bytes:
-    """Standard padded base64 as ASCII bytes (for messages built as bytes, no ``str`` step)."""
-    return _fast_encode(data)
-
-
-def _canonical_tail(raw: bytes, decoded: bytes) -> bool:
-    # The strict decoders above accept non-zero trailing bits ("aG==" -> b"h"); codex refuses.
-    # ``raw`` may be just the input's last four bytes.
-    if not raw or not raw.endswith(b"="):
-        return True
-    tail = len(decoded) % 3
-    return _fast_encode(decoded[len(decoded) - tail :])[-4:] == raw[-4:] if tail else True
-
-
-def strict_b64decode(encoded: bytes | memoryview | str) -> bytes | None:
-    """Decode ASCII base64 that codex would accept; None for anything it might refuse (the
-    caller then takes the path that words the error)."""
-    try:
-        decoded = b64decode_alphabet(encoded)
-    except (binascii.Error, ValueError):
-        return None
-    tail = encoded[-4:]
-    tail_bytes = tail.encode("ascii") if isinstance(tail, str) else bytes(tail)
-    if len(encoded) % 4 or not _padded_quad(tail_bytes):
-        return None
-    return decoded if _canonical_tail(tail_bytes, decoded) else None
-
-
-def _padded_quad(quad: bytes) -> bool:
-    # The last four symbols end in at most two "=" (the stdlib's strict modes take "aGVs====").
-    return not quad or (
-        quad[0] != _PAD and quad[1] != _PAD and (quad[2] != _PAD or quad[3] == _PAD)
-    )
-
-
-def b64decode(text: str) -> bytes:
-    """Decode standard padded base64 exactly as strictly as codex.
-
-    Raises:
-        ValueError: with the Rust base64 crate's message ("Invalid symbol 33, offset 0.",
-            "Invalid padding", "Invalid input length: 5", "Invalid last symbol 71, offset 1.").
-    """
-    if type(text) is Base64Text:
-        return text.data
-    # Both decoders read an ASCII str in place: no encoded copy of a megabyte-sized chunk.
-    decoded = strict_b64decode(text) if text.isascii() else None
-    if decoded is not None:
-        return decoded
-    raw = text.encode("utf-8", "surrogatepass")
-    _explain_b64_error(raw)
-    # Every input the crate refuses is explained above; anything else decodes leniently.
-    return base64.b64decode(raw)
-
-
-def _explain_b64_error(raw: bytes) -> None:
-    """Raise the crate's error for ``raw``, mirroring its decode order; return if valid."""
-    n = len(raw)
-    rem = n % 4
-    if rem == 1:
-        last = raw[-1]
-        if last != _PAD and last not in _B64_ALPHABET:
-            raise ValueError(f"Invalid symbol {last}, offset {n - 1}.")
-    # Complete quads before the last one are decoded first; any '=' there is an invalid byte.
-    body_len = n - 4 if rem == 0 and n else n - rem
-    for i in range(body_len):
-        if raw[i] not in _B64_ALPHABET:
-            raise ValueError(f"Invalid symbol {raw[i]}, offset {i}.")
-    morsels: list[int] = []
-    padding = 0
-    first_pad = 0
-    last_symbol = 0
-    for j, b in enumerate(raw[body_len:]):
-        if b == _PAD:
-            if j < 2:
-                raise ValueError(f"Invalid symbol {b}, offset {body_len + j}.")
-            if padding == 0:
-                first_pad = j
-            padding += 1
-            continue
-        if padding:
-            raise ValueError(f"Invalid symbol {_PAD}, offset {body_len + first_pad}.")
-        if b not in _B64_ALPHABET:
-            raise ValueError(f"Invalid symbol {b}, offset {body_len + j}.")
-        last_symbol = b
-        morsels.append(_B64_VALUE[b])
-    if n and len(morsels) < 2:
-        raise ValueError(f"Invalid input length: {body_len + len(morsels)}")
-    if (padding + len(morsels)) % 4:
-        raise ValueError("Invalid padding")
-    if morsels:
-        bits = 0
-        for m in (*morsels, 0, 0, 0, 0)[:4]:
-            bits = (bits << 6) | m
-        keep = len(morsels) * 6 // 8
-        mask = (1 << (24 - keep * 8)) - 1
-        if bits & mask:
-            raise ValueError(
-                f"Invalid last symbol {last_symbol}, offset {body_len + len(morsels) - 1}."
-            )
 
 
 def plain_mapping(value: Mapping[str, object]) -> dict[str, str]:

@@ -12,10 +12,10 @@ websockets logs handshake headers and frame previews at DEBUG; its logger here i
 that the ``Authorization`` header and frame contents never reach the log.
 
 Every connection runs on a websockets handler thread (renamed ``execsdk-serve-conn-<n>``) that
-feeds :class:`~execsdk.server.dispatch.Connection`. Frames are read by
+feeds :class:`~execsdk.server.connection.Connection`. Frames are read by
 :class:`~execsdk.server.ws_receive.FastReceiveMixin` (plain data frames skip websockets'
 parser, everything else goes through it); replies leave through the connection's
-:class:`~execsdk.server.session.Outbox` writer thread, which hands over everything queued as one
+:class:`~execsdk.server.sessions.Outbox` writer thread, which hands over everything queued as one
 batch: :class:`_BatchingConnection` frames it and writes it with one system call. Each socket
 keeps little unsent data in the kernel (``TCP_NOTSENT_LOWAT``), so a slow client's backlog
 waits in the outbox, where answers overtake it.
@@ -42,11 +42,12 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.sync.server import Server, ServerConnection, serve
 
-from execsdk._local_process import LocalProcessBackend
+from execsdk._local.processes import LocalProcessBackend
 from execsdk.server.auth import Authenticator, CapabilityToken
 from execsdk.server.confine import Confinement
-from execsdk.server.dispatch import SERVING, Connection
-from execsdk.server.session import DEFAULT_SESSION_GRACE, Outbox, SessionRegistry
+from execsdk.server.connection import SERVING, Connection
+from execsdk.server.outbox import Outbox
+from execsdk.server.sessions import DEFAULT_SESSION_GRACE, SessionRegistry
 from execsdk.server.ws_receive import FastReceiveMixin
 
 __all__ = ["MAX_FRAME_SIZE", "MAX_MESSAGE_SIZE", "WsServer"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 import execsdk
-from execsdk._base import Environment
+from execsdk.environment import Environment
 from tests.conftest import ServerPool
 
 ENV_KINDS = ("local", "codex-0.169.0", "codex-0.123.0", "ours")

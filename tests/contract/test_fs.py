@@ -28,9 +28,9 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from execsdk import errors
-from execsdk._base import Environment
 from execsdk._deadline import UNSET, Timeoutish
-from execsdk.environment import FileMetadata, FsBackend
+from execsdk.backends import FileMetadata, FsBackend
+from execsdk.environment import Environment
 from execsdk.fs import Fs, RemotePath
 
 pytestmark = pytest.mark.timeout(120)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from execsdk import errors
-from execsdk._base import Environment
-from execsdk.environment import OutputChunk
+from execsdk.backends import OutputChunk
+from execsdk.environment import Environment
 from execsdk.process import Process
 
 PY = shutil.which("python3") or "python3"

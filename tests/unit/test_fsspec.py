@@ -16,7 +16,7 @@ from fsspec.callbacks import Callback
 
 import execsdk
 from execsdk import errors
-from execsdk._base import Environment
+from execsdk.environment import Environment
 from execsdk.fsspec import ExecFileSystem
 from tests.conftest import ServerPool
 

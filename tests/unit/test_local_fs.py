@@ -18,8 +18,8 @@ import pytest
 
 import execsdk
 from execsdk import errors
-from execsdk._local_fs import MAX_BLOCK, MAX_HANDLES, MAX_READ_FILE, LocalFsBackend
-from execsdk.environment import FsBackend
+from execsdk._local.disk import MAX_BLOCK, MAX_HANDLES, MAX_READ_FILE, LocalFsBackend
+from execsdk.backends import FsBackend
 from execsdk.fs import Fs
 
 pytestmark = pytest.mark.timeout(60)

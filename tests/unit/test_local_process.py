@@ -16,12 +16,9 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from execsdk import errors
-from execsdk._local_process import (
-    CORE_ENV_VARS,
-    LocalProcessBackend,
-    build_child_env,
-)
-from execsdk.environment import EnvPolicy, ProcessBackend, ProcessSpec, Stream
+from execsdk._local.childenv import CORE_ENV_VARS, build_child_env
+from execsdk._local.processes import LocalProcessBackend
+from execsdk.backends import EnvPolicy, ProcessBackend, ProcessSpec, Stream
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 

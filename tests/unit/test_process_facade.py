@@ -23,12 +23,11 @@ from typing import cast
 import pytest
 
 from execsdk import errors
-from execsdk._base import Environment
+from execsdk._callbacks import CallbackDispatcher
 from execsdk._deadline import UNSET, Timeoutish
-from execsdk._dispatch import CallbackDispatcher
-from execsdk._local_process import LocalProcessBackend
-from execsdk._outbuf import OutputBuffer
-from execsdk.environment import (
+from execsdk._local.processes import LocalProcessBackend
+from execsdk._outbuffer import OutputBuffer
+from execsdk.backends import (
     DEFAULT_ENV_POLICY,
     EnvironmentInfo,
     EnvPolicy,
@@ -39,6 +38,7 @@ from execsdk.environment import (
     Stream,
     WriteStatus,
 )
+from execsdk.environment import Environment
 from execsdk.process import WRITE_PIECE, Process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -689,7 +689,7 @@ class _NoCloseStdin(LocalProcessBackend):
 def test_run_input_is_staged_in_a_temp_file_when_stdin_cannot_close(
     tmp_path: Path, dispatcher: CallbackDispatcher
 ) -> None:
-    from execsdk._local_fs import LocalFsBackend
+    from execsdk._local.disk import LocalFsBackend
 
     backend = _NoCloseStdin()
     fs_backend = LocalFsBackend()
@@ -737,10 +737,10 @@ def test_run_with_a_real_backend_collects_and_checks(
 _RSS_SCRIPT = textwrap.dedent(
     """
     import resource, sys, time
-    from execsdk._base import Environment
-    from execsdk._dispatch import CallbackDispatcher
-    from execsdk._local_process import LocalProcessBackend
-    from execsdk.environment import EnvironmentInfo
+    from execsdk.environment import Environment
+    from execsdk._callbacks import CallbackDispatcher
+    from execsdk._local.processes import LocalProcessBackend
+    from execsdk.backends import EnvironmentInfo
 
     MiB = 2**20
     size = int(sys.argv[1]) * MiB

@@ -22,15 +22,9 @@ from hypothesis import strategies as st
 from execsdk._protocol import methods
 from execsdk._protocol import types as t
 from execsdk._protocol.converter import (
-    b64decode,
-    b64encode,
-    decode_path,
-    encode_path,
     make_converter,
-    path_to_uri,
     structure_result,
     unstructure_params,
-    uri_to_path,
     wire_name,
 )
 from execsdk._protocol.jsonrpc import (
@@ -46,6 +40,14 @@ from execsdk._protocol.jsonrpc import (
     encode_notification,
     encode_request,
     encode_response,
+)
+from execsdk._protocol.wire import (
+    b64decode,
+    b64encode,
+    decode_path,
+    encode_path,
+    path_to_uri,
+    uri_to_path,
 )
 from execsdk.errors import ProtocolError
 from tests.wire_methods import REQUEST_METHODS

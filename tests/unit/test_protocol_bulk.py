@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from execsdk._protocol import types as t
-from execsdk._protocol.bulk import BULK_FROM, Base64Text, split_member
-from execsdk._protocol.converter import b64decode, make_converter, structure_result
+from execsdk._protocol.bulk import BULK_FROM, split_member
+from execsdk._protocol.converter import make_converter, structure_result
 from execsdk._protocol.jsonrpc import Notification, Response, decode_message, loads
+from execsdk._protocol.wire import Base64Text, b64decode
 from execsdk.errors import ProtocolError
 
 DATA = os.urandom(3 * BULK_FROM)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from execsdk._rpc.client import RpcClient
+from execsdk._rpc.endpoint import RpcClient
 from execsdk._transport.memory import MemoryTransport, memory_pair
 from execsdk.errors import (
     ConnectionClosed,

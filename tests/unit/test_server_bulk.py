@@ -1,4 +1,4 @@
-"""``execsdk serve``'s bulk parse (server/bulk.py): the same message as the full parse, or None.
+"""``execsdk serve``'s bulk parse (server/parse.py): the same message as the full parse, or None.
 
 Every case is checked against the full parse, so the shortcut can only ever be absent, never
 different. The conformance suite checks the same over real sockets against codex.
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from execsdk._protocol.bulk import BULK_FROM, Base64Text
-from execsdk.server import params as P
-from execsdk.server.bulk import parse_bulk
-from execsdk.server.dispatch import _parse
+from execsdk._protocol.bulk import BULK_FROM
+from execsdk._protocol.wire import Base64Text, b64decode_strict
+from execsdk.server.parse import parse as _parse
+from execsdk.server.parse import parse_bulk
 
 BIG = base64.b64encode(os.urandom(3 * BULK_FROM)).decode()
 METHODS = [("process/write", "chunk"), ("fs/writeBlock", "chunk"), ("fs/writeFile", "dataBase64")]
@@ -42,7 +42,7 @@ def check(raw: str | bytes, *, taken: bool) -> None:
     name = next(n for n, v in got["params"].items() if isinstance(v, Base64Text))
     member = got["params"][name]
     assert member == ""  # what validators see
-    assert P.b64decode(member) == base64.b64decode(full["params"][name], validate=True)
+    assert b64decode_strict(member) == base64.b64decode(full["params"][name], validate=True)
     assert {**got, "params": {**got["params"], name: full["params"][name]}} == full
 
 

@@ -24,11 +24,15 @@ from typing import Any
 import pytest
 
 from execsdk import errors
-from execsdk._local_process import LocalProcessBackend
+from execsdk._local.processes import LocalProcessBackend
+from execsdk._protocol import wire
+from execsdk._protocol.wire import b64decode_strict, path_to_uri
 from execsdk.server import params as P
-from execsdk.server.dispatch import Connection, error_for
-from execsdk.server.info import CAPABILITIES
-from execsdk.server.session import Outbox, SessionRegistry
+from execsdk.server.connection import Connection
+from execsdk.server.handlers import error_for
+from execsdk.server.hostinfo import CAPABILITIES
+from execsdk.server.outbox import Outbox
+from execsdk.server.sessions import SessionRegistry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -199,7 +203,7 @@ def test_initialize_answers_session_and_environment_info(peer: Peer) -> None:
     assert len(result["sessionId"]) == 36
     assert info["capabilities"] == CAPABILITIES
     assert info["capabilities"]["execsdk/closeStdin"] is True
-    assert info["cwd"] == P.path_to_uri(os.getcwd())
+    assert info["cwd"] == path_to_uri(os.getcwd())
     assert info["platformOs"] in ("linux", "macos")
     assert info["executorVersion"].startswith("execsdk-")
     assert info["providerId"].startswith("execsdk:")
@@ -343,13 +347,13 @@ def test_base64_is_as_strict_as_codex(
 ) -> None:
     if decoder == "stdlib":  # without the fast extra (no pybase64)
         monkeypatch.setattr(
-            P, "b64decode_alphabet", lambda t: binascii.a2b_base64(t, strict_mode=True)
+            wire, "b64decode_alphabet", lambda t: binascii.a2b_base64(t, strict_mode=True)
         )
     if problem is None:
-        assert P.b64decode(text) == base64.b64decode(text)
+        assert b64decode_strict(text) == base64.b64decode(text)
     else:
         with pytest.raises(ValueError) as info:
-            P.b64decode(text)
+            b64decode_strict(text)
         assert str(info.value) == problem
 
 
@@ -391,8 +395,8 @@ def test_foreign_host_uri_is_reported_per_method(ready: Peer, tmp_path: Path) ->
 
 
 def test_paths_we_report_are_percent_encoded_uris() -> None:
-    assert P.path_to_uri("/tmp/a b#c%d/\u00fc") == "file:///tmp/a%20b%23c%25d/%C3%BC"
-    assert P.path_to_uri("/x/[y]@z:1") == "file:///x/[y]@z:1"
+    assert path_to_uri("/tmp/a b#c%d/\u00fc") == "file:///tmp/a%20b%23c%25d/%C3%BC"
+    assert path_to_uri("/x/[y]@z:1") == "file:///x/[y]@z:1"
 
 
 # --------------------------------------------------------------------------- error mapping
@@ -674,7 +678,7 @@ def test_fs_round_trip_through_handlers(ready: Peer, tmp_path: Path) -> None:
     )  # fmt: skip
     assert [e["path"] for e in walked["entries"]] == [f"{base}/d/e", f"{base}/d/e/f%20b%23"]
     canon = ready.result("fs/canonicalize", {"path": f"{base}/d/../d/e"})["path"]
-    assert canon == P.path_to_uri(os.path.realpath(tmp_path / "d" / "e"))
+    assert canon == path_to_uri(os.path.realpath(tmp_path / "d" / "e"))
     assert ready.error("fs/readFile", {"path": f"{base}/missing"}) == (
         -32004,
         "No such file or directory (os error 2)",

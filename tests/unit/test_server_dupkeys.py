@@ -14,9 +14,9 @@ import os
 
 import pytest
 
-from execsdk.server.bulk import parse_bulk
-from execsdk.server.dispatch import _parse
 from execsdk.server.dupkeys import first_duplicate, keys_unique
+from execsdk.server.parse import parse as _parse
+from execsdk.server.parse import parse_bulk
 
 CODEX_ANSWERS = [
     ('{"jsonrpc":"2.0","id":5,"id":6,"method":"fs/getMetadata","params":{"path":"file:///tmp"}}', "`id` at line 1 column 28"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import ssl
 
-from execsdk._embedded import start_embedded
 from execsdk.client import Client, Reconnect
-from execsdk.remote import RemoteEnvironment
+from execsdk.remote.embedded import start_embedded
+from execsdk.remote.remoteenv import RemoteEnvironment
 
 __all__ = ["connect"]
 

@@ -1,6 +1,6 @@
 """What every part of the filesystem facade shares: the backend, helper processes, deadlines.
 
-:class:`FsCore` pairs an :class:`~execsdk.environment.FsBackend` with the environment that can
+:class:`FsCore` pairs an :class:`~execsdk.backends.FsBackend` with the environment that can
 run helper commands (the G1 fallbacks and ``move``). The functions here turn one caller
 ``timeout`` into the ``timeout`` of each call of a multi-call operation, and build the builtin
 errors the facade raises for files it cannot read as regular files.
@@ -19,7 +19,7 @@ from typing import Protocol
 
 from execsdk import errors
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
-from execsdk.environment import EnvironmentInfo, FsBackend
+from execsdk.backends import EnvironmentInfo, FsBackend
 
 MiB = 1024 * 1024
 BLOCK_SIZE = MiB

@@ -20,7 +20,7 @@ from typing import IO, Any, Literal, cast
 
 from execsdk import errors
 from execsdk._deadline import Deadline, Timeoutish
-from execsdk._fscore import (
+from execsdk.fs.core import (
     BLOCK_SIZE,
     G1_PART,
     FsCore,

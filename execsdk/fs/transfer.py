@@ -1,6 +1,6 @@
 """``Fs.upload`` and ``Fs.download``: files and trees between the local disk and an environment.
 
-Big files stream through :mod:`execsdk._fsio` (bounded memory); the small files of a tree go
+Big files stream through :mod:`execsdk.fs.streams` (bounded memory); the small files of a tree go
 several at a time, one call each. Progress is reported on the calling thread, never decreasing.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from execsdk import errors
 from execsdk._deadline import Deadline
-from execsdk._fscore import ONE_CALL, FsCore, not_regular, pool, step
-from execsdk._fsio import read_chunks, write_from
-from execsdk.environment import FileMetadata
+from execsdk.backends import FileMetadata
+from execsdk.fs.core import ONE_CALL, FsCore, not_regular, pool, step
+from execsdk.fs.streams import read_chunks, write_from
 
 POOL_FILE = 256 * 1024
 """Tree transfers: files up to this size go several at a time, one call each."""

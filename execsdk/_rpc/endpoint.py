@@ -17,8 +17,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from execsdk._callbacks import CallbackDispatcher
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
-from execsdk._dispatch import CallbackDispatcher
 from execsdk._protocol.jsonrpc import (
     Notification,
     Response,

@@ -16,10 +16,11 @@ import sys
 import threading
 from typing import BinaryIO
 
-from execsdk._local_process import LocalProcessBackend
+from execsdk._local.processes import LocalProcessBackend
 from execsdk.server.confine import Confinement
-from execsdk.server.dispatch import SERVING, Connection
-from execsdk.server.session import DEFAULT_SESSION_GRACE, Outbox, SessionRegistry
+from execsdk.server.connection import SERVING, Connection
+from execsdk.server.outbox import Outbox
+from execsdk.server.sessions import DEFAULT_SESSION_GRACE, SessionRegistry
 
 __all__ = ["serve_stdio"]
 

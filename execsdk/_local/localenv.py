@@ -10,11 +10,11 @@ import os
 import sys
 import tempfile
 
-from execsdk._base import Environment
-from execsdk._dispatch import CallbackDispatcher
-from execsdk._local_fs import LocalFsBackend
-from execsdk._local_process import LocalProcessBackend
-from execsdk.environment import EnvironmentInfo
+from execsdk._callbacks import CallbackDispatcher
+from execsdk._local.disk import LocalFsBackend
+from execsdk._local.processes import LocalProcessBackend
+from execsdk.backends import EnvironmentInfo
+from execsdk.environment import Environment
 
 __all__ = ["LocalEnvironment", "local"]
 

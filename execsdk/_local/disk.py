@@ -31,7 +31,7 @@ from typing import Literal
 
 from execsdk import errors
 from execsdk._deadline import UNSET, Timeoutish
-from execsdk.environment import DirEntry, FileMetadata, WalkEntry, WalkResult
+from execsdk.backends import DirEntry, FileMetadata, WalkEntry, WalkResult
 
 __all__ = ["LocalFsBackend"]
 

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from execsdk.server.params import path_to_uri, platform_name
+from execsdk._protocol.wire import path_to_uri
+from execsdk.server.params import platform_name
 
 __all__ = ["CAPABILITIES", "environment_config", "environment_info", "executor_version"]
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 from execsdk import errors
 from execsdk._deadline import Deadline
-from execsdk._fscore import FsCore, step
-from execsdk.environment import FileMetadata
+from execsdk.backends import FileMetadata
+from execsdk.fs.core import FsCore, step
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import tempfile
 import weakref
 from typing import IO
 
-from execsdk.environment import OutputChunk, Stream
+from execsdk.backends import OutputChunk, Stream
 
 __all__ = ["OutputBuffer"]
 

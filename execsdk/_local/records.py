@@ -1,0 +1,188 @@
+"""What the local process backend keeps per process, and the long-poll scopes of its reads.
+
+Thread-safety is stated per class; the fds in a record belong to the backend's I/O thread once
+the process is registered there.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import subprocess
+import threading
+from typing import Literal
+
+from execsdk.backends import (
+    OutputChunk,
+    ProcessEvents,
+    ProcessSpec,
+    Stream,
+)
+
+__all__ = ["MAX_CHUNK", "Command", "PollScope", "ProcRecord", "Watch", "exit_code"]
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK = 8192
+"""Largest output chunk delivered as one event (PROTOCOL.md §1.5)."""
+
+
+def exit_code(info: os.waitid_result) -> int:
+    """The exit code of a ``waitid`` result: the status, or 128+N for death by signal N."""
+    if info.si_code == os.CLD_EXITED:
+        return info.si_status
+    return 128 + info.si_status  # CLD_KILLED / CLD_DUMPED: si_status is the signal
+
+
+class PollScope:
+    """A group of long-polling :meth:`LocalProcessBackend.read` calls that can be ended at once.
+
+    Our server gives each connection one scope: when the connection goes away,
+    :meth:`cancel` wakes every ``process/read`` still waiting for it (they return what is there
+    now), so the worker threads are free at once instead of when ``waitMs`` runs out. Reads
+    started after :meth:`cancel` do not wait at all.
+
+    Thread-safety: every method may be called from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conds: dict[threading.Condition, int] = {}  # waiting reads per condition
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """End every wait in this scope, now and later. Idempotent."""
+        with self._lock:
+            self._cancelled = True
+            conds = list(self._conds)
+        for cond in conds:
+            with cond:
+                cond.notify_all()
+
+    def _enter(self, cond: threading.Condition) -> None:
+        # With cond held. Registered under our lock, so a cancel() either sees this condition
+        # or has set the flag before the caller checks it.
+        with self._lock:
+            self._conds[cond] = self._conds.get(cond, 0) + 1
+
+    def _leave(self, cond: threading.Condition) -> None:
+        with self._lock:
+            left = self._conds[cond] - 1
+            if left:
+                self._conds[cond] = left
+            else:
+                del self._conds[cond]
+
+
+class ProcRecord:
+    """State of one process.
+
+    Thread-safety: ``lock`` guards everything another thread may read or change; the fds are
+    opened by ``start`` and afterwards used and closed only by the I/O thread.
+    """
+
+    def __init__(self, process_id: str, events: ProcessEvents, spec: ProcessSpec) -> None:
+        self.id = process_id
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.receiver: ProcessEvents | None = events
+        self.tty = spec.tty
+        self.has_stdin = spec.tty or spec.pipe_stdin
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        # events and retention
+        self.seq = 0
+        self.chunks: collections.deque[OutputChunk] = collections.deque()
+        self.retained_bytes = 0
+        self.exited = False
+        self.exit_code: int | None = None
+        self.closed = False
+        self.closed_at: float | None = None
+        self.reaped = False
+        self.output_paused = False  # pause_output(id): written under lock, read by the I/O thread
+        # output side (I/O thread only after registration)
+        self.outputs: dict[int, Stream] = {}
+        self.reading: set[int] = set()  # output fds registered in the selector
+        self.pidfd = -1
+        self.registered = False
+        # stdin side
+        self.stdin_fd = -1
+        self.stdin_queue: collections.deque[bytes] = collections.deque()
+        self.stdin_offset = 0
+        self.stdin_close_requested = False  # close the pipe once the queue is written
+        self.stdin_closed = False  # close_stdin() was called: later writes -> stdinClosed
+        self.stdin_gone = False  # pipe closed (exit, EPIPE): later writes are dropped
+        self.flush_posted = False
+        self.write_registered = False
+
+    def retain(self, chunk: OutputChunk, limit: int) -> None:
+        self.chunks.append(chunk)
+        self.retained_bytes += len(chunk.data)
+        while self.retained_bytes > limit and self.chunks:
+            self.retained_bytes -= len(self.chunks.popleft().data)
+
+    def first_index_after(self, after_seq: int) -> int:
+        chunks = self.chunks
+        lo, hi = 0, len(chunks)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if chunks[mid].seq <= after_seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def kill_group(self, sig: int) -> None:
+        """Signal the whole process group (the caller holds ``lock``, or the group is ours)."""
+        # The leader stays a zombie until closed, so its pid is still our process group id.
+        pid = self.pid
+        if pid is None or self.reaped:
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:  # a setuid child: its group is not ours to signal
+            log.warning("cannot signal process group %d of %r: %s", pid, self.id, exc)
+
+    def reap(self, timeout: float) -> None:
+        """Collect the leader's exit status (the pid is free for reuse afterwards)."""
+        # Under self.lock, so no killpg() can race the pid being freed.
+        with self.lock:
+            popen = self.popen
+            if popen is None or self.reaped:
+                return
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("process %r (pid %d) could not be reaped", self.id, popen.pid)
+                return
+            self.reaped = True
+
+
+Kind = Literal["out", "stdin", "pidfd", "wake"]
+
+
+class Watch:
+    """Selector payload: which process and role a registered fd has. Thread-safety: immutable."""
+
+    __slots__ = ("kind", "proc", "stream")
+
+    def __init__(self, kind: Kind, proc: ProcRecord | None, stream: Stream | None = None) -> None:
+        self.kind = kind
+        self.proc = proc
+        self.stream = stream
+
+
+Command = (
+    tuple[Literal["register"], ProcRecord]
+    | tuple[Literal["flush"], ProcRecord]
+    | tuple[Literal["exit"], ProcRecord, int]
+    | tuple[Literal["flow"], ProcRecord | None]
+    | tuple[Literal["stop"], float]
+)

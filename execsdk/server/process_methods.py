@@ -1,0 +1,110 @@
+"""Handlers of ``process/*``: wire values in, the session's process backend, wire values out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from execsdk import errors
+from execsdk._protocol.wire import b64encode
+from execsdk.backends import EnvPolicy, ProcessSpec
+from execsdk.server.handlers import refuse_sandbox
+from execsdk.server.params import PathUri
+
+if TYPE_CHECKING:
+    from execsdk.server.connection import Connection
+
+_MAX_WAIT_MS = 2**31  # longer long-polls overflow the lock timeout; ~24 days is plenty
+
+
+def process_start(conn: Connection, p: dict[str, Any]) -> object:
+    cwd: PathUri = p["cwd"]
+    if conn.confine is not None:
+        # The checked, normalised path: the kernel would resolve a ".." after a symlink
+        # physically, so the process gets the path that was checked.
+        cwd_path = conn.confine.check_uri(cwd)
+    elif cwd.path is None:
+        raise errors.InvalidParams(
+            -32602, f"cwd URI `{cwd.uri}` is not valid on this exec-server host: {cwd.host_error}"
+        )
+    else:
+        cwd_path = cwd.path
+    refuse_sandbox(p)
+    if p["enforceManagedNetwork"]:
+        raise errors.InvalidRequest(
+            -32600,
+            "execsdk serve cannot enforce a managed network; send `enforceManagedNetwork: false`",
+        )
+    raw_policy = p["envPolicy"]
+    policy = None
+    if raw_policy is not None:
+        policy = EnvPolicy(
+            inherit=raw_policy["inherit"],
+            ignore_default_excludes=raw_policy["ignoreDefaultExcludes"],
+            exclude=tuple(raw_policy["exclude"]),
+            set=dict(raw_policy["set"]),
+            include_only=tuple(raw_policy["includeOnly"]),
+        )
+    spec = ProcessSpec(
+        argv=tuple(p["argv"]),
+        cwd=cwd_path,
+        env=dict(p["env"]),
+        env_policy=policy,
+        tty=p["tty"],
+        pipe_stdin=p["pipeStdin"],
+        arg0=p["arg0"],
+    )
+    session = conn.session
+    process_id: str = p["processId"]
+    session.backend.start(process_id, spec, session.events_for(process_id))
+    session.forget_write_ids(process_id)
+    return {"processId": process_id, "sandboxType": "none"}
+
+
+def process_read(conn: Connection, p: dict[str, Any]) -> object:
+    wait_ms = p["waitMs"]
+    result = conn.session.backend.read(
+        p["processId"],
+        after_seq=p["afterSeq"],
+        max_bytes=p["maxBytes"],
+        wait_ms=None if wait_ms is None else min(wait_ms, _MAX_WAIT_MS),
+        timeout=None,
+        scope=conn.polls,
+    )
+    return {
+        "chunks": [
+            {"seq": c.seq, "stream": c.stream, "chunk": b64encode(c.data)} for c in result.chunks
+        ],
+        "nextSeq": result.next_seq,
+        "exited": result.exited,
+        "exitCode": result.exit_code,
+        "closed": result.closed,
+        "failure": result.failure,
+        "sandboxDenied": False,
+    }
+
+
+def process_write(conn: Connection, p: dict[str, Any]) -> object:
+    session = conn.session
+    process_id: str = p["processId"]
+    write_id: str = p["writeId"]
+    # A repeated writeId is an idempotent retry: answered accepted, bytes not delivered again.
+    if session.write_id_used(process_id, write_id):
+        return {"status": "accepted"}
+    status = session.backend.write(process_id, p["chunk"])
+    if status == "accepted":
+        session.remember_write_id(process_id, write_id)
+    return {"status": status}
+
+
+def process_signal(conn: Connection, p: dict[str, Any]) -> object:
+    conn.session.backend.interrupt(p["processId"])
+    return {}
+
+
+def process_terminate(conn: Connection, p: dict[str, Any]) -> object:
+    return {"running": conn.session.backend.terminate(p["processId"])}
+
+
+def process_close_stdin(conn: Connection, p: dict[str, Any]) -> object:
+    conn.session.backend.close_stdin(p["processId"])
+    return {}
