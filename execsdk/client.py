@@ -27,6 +27,7 @@ import attrs
 
 from execsdk._callbacks import CallbackDispatcher
 from execsdk._deadline import UNSET, Deadline, Timeoutish
+from execsdk._protocol import refusals
 from execsdk._protocol import types as t
 from execsdk._protocol.converter import make_converter, structure_result, unstructure_params
 from execsdk._protocol.methods import METHODS
@@ -40,7 +41,6 @@ from execsdk.errors import (
     ConnectError,
     ConnectionLost,
     InitializeTimeout,
-    InvalidRequest,
     RequestTimeout,
     ServerError,
     SessionLost,
@@ -495,7 +495,7 @@ class Client:
         )
 
         def started_already(exc: ServerError) -> Any:
-            if isinstance(exc, InvalidRequest) and "already exists" in exc.message:
+            if refusals.is_duplicate_process(exc, process_id):
                 return {"processId": process_id}
             raise exc
 

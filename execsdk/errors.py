@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import errno as _errno
 import subprocess
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "CalledProcessError",
@@ -62,6 +62,7 @@ __all__ = [
     "StdinClosed",
     "TimeoutExpired",
     "UnsupportedByServer",
+    "fresh",
     "os_error",
     "server_error",
 ]
@@ -384,3 +385,49 @@ def os_error(
     """Build the :class:`RemoteOSError` subclass that matches ``errno``."""
     cls = _BY_ERRNO.get(errno or 0, RemoteOSError)
     return cls(errno, strerror, filename, method=method, server_message=server_message)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def fresh(exc: E, *, chain: bool = False) -> E:
+    """A new exception equal to ``exc``, for one more raise of an error stored once.
+
+    Raising one shared instance from many threads piles every raise's frames onto its single
+    ``__traceback__`` (and races on it), so each waiter raises its own copy. The copy has the
+    same class, ``args``, attributes (``code``, ``process_id``, ``returncode``...), OS error
+    fields and notes, and no traceback or context of its own. ``__init__`` is not run again:
+    many classes here take other arguments than the ``args`` they store (``ServerError``,
+    ``RequestTimeout``, ``CalledProcessError``...).
+
+    ``chain=False`` keeps the cause: the copy's ``__cause__`` is ``exc.__cause__`` (the copy
+    stands in for the stored error). ``chain=True`` makes ``exc`` itself the cause (the stored
+    error is what happened; the copy says it reached this waiter).
+
+    An exception whose class cannot be created without its ``__init__`` (a foreign ``__new__``)
+    is returned unchanged.
+    """
+    cls = type(exc)
+    try:
+        new = cls.__new__(cls, *exc.args)
+        new.args = exc.args
+        if isinstance(exc, OSError):
+            # OSError keeps these outside ``args`` (``filename`` is never in it), and a class
+            # with its own __init__ fills them there, which was skipped. Unset ones stay unset:
+            # an explicit None would show in str() as "[Errno None] None".
+            for name in ("errno", "strerror", "filename", "filename2"):
+                value = getattr(exc, name)
+                if value is not None:
+                    setattr(new, name, value)
+        new.__dict__.update(exc.__dict__)
+    except Exception:
+        return exc
+    notes = exc.__dict__.get("__notes__")
+    if isinstance(notes, list):
+        new.__dict__["__notes__"] = list(notes)  # add_note on one must not show on the other
+    if chain:
+        new.__cause__ = exc
+    else:
+        new.__cause__ = exc.__cause__
+        new.__suppress_context__ = exc.__suppress_context__
+    return new

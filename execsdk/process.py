@@ -398,13 +398,8 @@ class Process:
     def _lost_error(self) -> BaseException:
         exc = self._lost
         assert exc is not None
-        try:
-            fresh = type(exc)(*exc.args)
-        except Exception:
-            return exc
-        # A fresh exception per waiter keeps tracebacks from piling up on a shared one.
-        fresh.__cause__ = exc
-        return fresh
+        # One per waiter (tracebacks would pile up on a shared one), chained from the loss.
+        return errors.fresh(exc, chain=True)
 
     # ------------------------------------------------------------------ status
 

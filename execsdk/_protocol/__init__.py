@@ -1,8 +1,10 @@
 """The pure protocol layer: wire types, the method table, converters and JSON-RPC envelopes.
 
 No threads, no sockets, no I/O. Submodules: ``types`` (frozen attrs classes), ``methods``
-(``METHODS``/``NOTIFICATIONS``), ``converter`` (per-generation cattrs converters) and
-``jsonrpc`` (envelope encode/decode).
+(``METHODS``/``NOTIFICATIONS``), ``wire`` (the base64 codec and the path <-> URI mapping),
+``converter`` (per-generation cattrs converters), ``jsonrpc`` (envelope encode/decode),
+``bulk`` (cutting a large base64 member out of a message), ``redact`` (log previews) and
+``refusals`` (the classifier of server error answers).
 """
 
 from __future__ import annotations

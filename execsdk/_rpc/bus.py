@@ -25,7 +25,7 @@ import attrs
 
 from execsdk._callbacks import CallbackDispatcher
 from execsdk._deadline import UNSET, Deadline, Timeoutish
-from execsdk.errors import ConnectionClosed, ExecSdkError
+from execsdk.errors import ConnectionClosed, ExecSdkError, fresh
 
 __all__ = ["Event", "EventBus", "Gap", "Subscription"]
 
@@ -110,9 +110,7 @@ class Subscription:
 
     def _end_error(self) -> ExecSdkError:
         if isinstance(self._end, ExecSdkError):
-            err = type(self._end)(str(self._end))
-            err.__cause__ = self._end.__cause__
-            return err
+            return fresh(self._end)  # one per raise; same cause as the link's end
         return ConnectionClosed("the event subscription was closed")
 
     def __iter__(self) -> Iterator[Event | Gap]:

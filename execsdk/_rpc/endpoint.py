@@ -28,25 +28,25 @@ from execsdk._protocol.jsonrpc import (
 )
 from execsdk._protocol.redact import redacted
 from execsdk._rpc.bus import EventBus
-from execsdk._transport.base import Transport
+from execsdk._threads import mark_io_thread
+from execsdk._transport.base import SendTimeout, Transport
 from execsdk.errors import (
     ConnectionClosed,
     ConnectionLost,
     ExecSdkError,
     ProtocolError,
     RequestTimeout,
+    fresh,
     server_error,
 )
 
-__all__ = ["WATCHED_SEND", "NotSent", "RpcClient"]
+__all__ = ["NotSent", "RpcClient"]
 
 log = logging.getLogger(__name__)
 
 _reader_ids = itertools.count(1)
 
-WATCHED_SEND = 256 * 1024
-"""Requests at least this big are sent under a watchdog: when the server stops reading, the
-send would block past the call's deadline (smaller ones fit the socket buffers)."""
+_STOPPED_READING = "the server stopped reading; the link was given up"
 
 
 class NotSent(ConnectionLost):
@@ -178,6 +178,10 @@ class RpcClient:
 
     def _end_error(self, *, not_sent: bool = False) -> ExecSdkError:
         cause = self._end
+        if isinstance(cause, ConnectionLost) and not not_sent:
+            return fresh(cause)  # the stored loss, one per raise: same message and cause
+        # Otherwise the error depends on the state (closed by us, or a call never sent), not
+        # only on what was stored, so it is built here.
         if self._state in ("closing", "closed") and not isinstance(cause, ConnectionLost):
             err: ExecSdkError = ConnectionClosed(
                 f"the client for {self.description} is closed; create a new one"
@@ -195,7 +199,9 @@ class RpcClient:
 
         Raises ``RequestTimeout`` (a ``TimeoutError``) when no answer comes within
         ``timeout`` (default: the client's), ``ServerError`` subclasses for error answers,
-        ``ConnectionLost``/``ConnectionClosed`` when the link ends first.
+        ``ConnectionLost``/``ConnectionClosed`` when the link ends first. A request the server
+        did not take whole by the deadline (it stopped reading) also raises ``RequestTimeout``,
+        and the link is given up: later calls get ``ConnectionLost``.
         """
         if self._forked or (_NO_FORK_HOOK and os.getpid() != self._pid):
             self._check_usable()
@@ -210,21 +216,16 @@ class RpcClient:
                 self._wait_for_room(method, deadline)
             req_id = next(self._ids)
             self._pending[req_id] = entry
-        overdue: list[bool] = []
         try:
             text = encode_request(req_id, method, params)
             if log.isEnabledFor(logging.DEBUG):
                 self._log_frame("->", {"id": req_id, "method": method, "params": params})
-            if len(text) >= WATCHED_SEND and deadline.total is not None:
-                self._send_watched(text, deadline, overdue)
-            else:
-                self._transport.send(text, timeout=deadline.left())
+            self._transport.send(text, timeout=deadline.left())
         except BaseException as exc:
             forgot = self._forget(req_id)
-            if overdue:
-                raise RequestTimeout(
-                    method, deadline.total, "the server stopped reading; the link was given up"
-                ) from None
+            if isinstance(exc, SendTimeout) and exc.started:
+                self._give_up_half_sent(method, deadline)
+                raise RequestTimeout(method, deadline.total, _STOPPED_READING) from None
             if not forgot:
                 # The reader or _fail_all settled it meanwhile; report that outcome.
                 entry.lock.acquire()
@@ -269,30 +270,22 @@ class RpcClient:
                 self._room.notify()
         return mine
 
-    def _send_watched(self, text: bytes, deadline: Deadline, overdue: list[bool]) -> None:
-        """Send a big request; if it is still being written at the deadline, give the link up
-        (half a message cannot be taken back, so nothing else could be sent on it anyway)."""
+    def _give_up_half_sent(self, method: str, deadline: Deadline) -> None:
+        """Our message is half on the wire at its deadline: the server stopped reading.
 
-        def give_up() -> None:
-            overdue.append(True)
-            log.warning(
-                "%s did not take a %d-byte request within %.1fs; giving the connection up",
-                self.description,
-                len(text),
-                deadline.total or 0.0,
-            )
-            self.abort(TimeoutError(f"{self.description} stopped reading our messages"))
-
-        watchdog = threading.Timer(deadline.left() or 0.0, give_up)
-        watchdog.name = f"execsdk-sendwatch-{self._reader.name.rsplit('-', 1)[-1]}"
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            self._transport.send(text, timeout=deadline.left())
-        finally:
-            watchdog.cancel()
-        if overdue:
-            raise TimeoutError("send overdue")
+        The transport would finish it in the background, but every later message waits behind
+        the rest of it, so the link is as good as dead until the server reads again. Giving it
+        up now fails the other calls at once (``ConnectionLost``) and lets a reconnect policy
+        replace the link, instead of every call timing out one by one.
+        """
+        log.warning(
+            "%s stopped reading: a %s message was still half written after %ss; giving the "
+            "connection up",
+            self.description,
+            method,
+            deadline.total,
+        )
+        self.abort(TimeoutError(f"{self.description} stopped reading our messages"))
 
     @staticmethod
     def _outcome(entry: _Pending) -> Any:
@@ -308,7 +301,10 @@ class RpcClient:
             self._log_frame("->", {"method": method, "params": params})
         try:
             self._transport.send(encode_notification(method, params), timeout=deadline.left())
-        except TimeoutError:
+        except TimeoutError as exc:
+            if isinstance(exc, SendTimeout) and exc.started:
+                self._give_up_half_sent(method, deadline)
+                raise RequestTimeout(method, deadline.total, _STOPPED_READING) from None
             raise RequestTimeout(method, deadline.total, "could not send") from None
         except OSError as exc:
             self._fail_all(exc)
@@ -317,14 +313,16 @@ class RpcClient:
     # ------------------------------------------------------------------ reader
 
     def _reader_main(self) -> None:
+        # Known by reference, not by name: code that must not block on an answer asks.
+        mark_io_thread("RPC reader")
         cause: BaseException | None = None
-        # A transport that can tell whether a whole message is already buffered lets the bus
-        # batch its work per burst; without one, every message is a burst of its own.
-        buffered = getattr(self._transport, "buffered", None)
-        idle = self.bus.idle
         try:
+            # While a whole message is already buffered the bus keeps batching its work; it
+            # runs its idle work (one wake-up per burst) only before a recv that may wait.
+            buffered = self._transport.buffered
+            idle = self.bus.idle
             while True:
-                if buffered is None or not buffered():
+                if not buffered():
                     idle()
                 raw = self._transport.recv()
                 if raw is None:

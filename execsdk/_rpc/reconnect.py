@@ -36,16 +36,17 @@ import attrs
 
 from execsdk._callbacks import CallbackDispatcher
 from execsdk._deadline import UNSET, Deadline, Timeoutish, resolve_timeout
+from execsdk._protocol import refusals
 from execsdk._rpc.bus import EventBus
 from execsdk._rpc.endpoint import NotSent, RpcClient
 from execsdk.errors import (
     ConnectionClosed,
     ConnectionLost,
     ExecSdkError,
-    InvalidRequest,
     RequestTimeout,
     ServerError,
     SessionLost,
+    fresh,
 )
 
 __all__ = ["Link", "Opened", "Opener", "Reconnect"]
@@ -115,20 +116,6 @@ seconds at most (``None``: the opener's own timeouts), and return :class:`Opened
 It must create the RpcClient with the link's bus and dispatcher and with ``on_end``, and close
 it again if the handshake fails. Raises ``ConnectError`` or the ``initialize`` error.
 """
-
-
-def _fresh(exc: ExecSdkError) -> ExecSdkError:
-    """A new instance of ``exc`` per raise, so tracebacks do not pile up on a shared one."""
-    try:
-        new = type(exc)(*exc.args)
-    except Exception:
-        return exc
-    new.__cause__ = exc.__cause__
-    return new
-
-
-def _is_unknown_session(exc: BaseException) -> bool:
-    return isinstance(exc, InvalidRequest) and "unknown session" in exc.message
 
 
 class Link:
@@ -276,7 +263,7 @@ class Link:
                         f"the client for {self.description} is closed; create a new one"
                     )
                 if self._final is not None:
-                    raise _fresh(self._final)
+                    raise fresh(self._final)  # one per raise: tracebacks would pile up
                 rpc = self.rpc
                 if rpc.is_open:
                     return rpc
@@ -347,7 +334,7 @@ class Link:
                 opened = self._opener(resume, max(left, 0.05), self._rpc_ended)
             except Exception as exc:
                 last = exc
-                if resume is not None and _is_unknown_session(exc):
+                if resume is not None and refusals.is_unknown_session(exc):
                     lost = SessionLost(
                         f"the server at {old.description} no longer knows session {resume} "
                         "(its grace period ended or the server restarted); its processes are "

@@ -31,6 +31,8 @@ class MemoryTransport:
         return f"memory://{self.name}"
 
     def send(self, text: str | bytes, *, timeout: float | None = None) -> None:
+        """Deliver ``text`` to the peer's inbox. Never blocks (the inboxes are unbounded), so
+        ``timeout`` is always met and ``SendTimeout`` is never raised."""
         if self._closed.is_set() or self.peer is None or self.peer._closed.is_set():
             raise BrokenPipeError("memory transport is closed")
         hook = self.on_send
@@ -51,6 +53,11 @@ class MemoryTransport:
             raise item
         assert isinstance(item, (str, bytes))
         return item
+
+    def buffered(self) -> bool:
+        """True when something is waiting in the inbox (a message, the end, or an error), so
+        ``recv`` returns at once."""
+        return not self._inbox.empty()
 
     def fail(self, exc: BaseException) -> None:
         """Make the next ``recv`` raise ``exc`` (tests: a broken link)."""

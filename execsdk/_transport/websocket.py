@@ -9,16 +9,18 @@ three ``recv`` calls (2 header bytes, the length, the payload, each at most 16 K
 every text frame to ``str``. Each of those calls releases the GIL, so a stream of 8 KiB output
 notifications turned into a thread ping-pong. Here the reader pulls up to 256 KiB per system
 call, cuts every complete frame out of that buffer, and hands the payload on as ``bytes``
-(the JSON parser takes bytes). Sends are *combined*: a caller that finds the socket busy queues
-its frame and returns; the thread already sending writes everything queued in one system call,
-so concurrent callers never sleep on a send lock. TCP_NODELAY is set and TCP_QUICKACK re-armed
+(the JSON parser takes bytes). Sends are *combined* and *bounded* (``writequeue.py``): a caller
+that finds the socket busy queues its message and returns; the thread already sending writes
+everything queued in one system call, so concurrent callers never sleep on a send lock; writes
+are non-blocking (``MSG_DONTWAIT``, so the socket itself stays blocking for the reader) and wait
+for room only until the writing caller's deadline, after which a flusher thread
+(``execsdk-wsflush-<n>``) finishes what is queued. TCP_NODELAY is set and TCP_QUICKACK re-armed
 after every read, so neither Nagle's algorithm nor delayed ACKs hold small replies back
 (without them a request/notification exchange stalls ~40 ms on loopback).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import socket
@@ -30,6 +32,8 @@ from typing import Any
 
 import websocket
 
+from execsdk._deadline import Deadline
+from execsdk._transport.writequeue import BlockingWriteQueue, WriteQueue, wait_writable
 from execsdk.errors import ConnectError, ConnectTimeout
 
 __all__ = ["FRAME_LIMIT", "MAX_MESSAGE", "WebSocketTransport"]
@@ -52,6 +56,7 @@ size: a fresh 1.4 MB buffer per ``fs/readBlock`` answer cost zero-filling and a 
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _FIN = 0x80
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
 _pack_short = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 
@@ -184,9 +189,19 @@ class WebSocketTransport:
             raise ConnectError(f"the WebSocket to {url} has no socket", url=url)
         self._sock: socket.socket = sock
         self._url = url
-        self._send_lock = threading.Lock()
-        self._outbox: collections.deque[bytes] = collections.deque()
-        self._send_error: BaseException | None = None
+        self._out: WriteQueue | BlockingWriteQueue
+        if _DONTWAIT is not None and not isinstance(sock, ssl.SSLSocket):
+            self._out = WriteQueue(
+                f"WebSocket to {url}",
+                "execsdk-wsflush",
+                write_some=self._write_some,
+                wait_writable=self._wait_writable,
+            )
+        else:
+            # TLS (or no MSG_DONTWAIT): only the flusher thread writes, with blocking writes.
+            self._out = BlockingWriteQueue(
+                f"WebSocket to {url}", "execsdk-wsflush", write_all=sock.sendall
+            )
         self._close_lock = threading.Lock()
         self._closing = False
         self._eof = threading.Event()
@@ -271,49 +286,30 @@ class WebSocketTransport:
     # ------------------------------------------------------------------ sending
 
     def send(self, text: str | bytes, *, timeout: float | None = None) -> None:
-        """Queue one text message and write it (and whatever else is queued) if nobody is.
+        """Send one text message within ``timeout`` seconds (the contract is
+        :meth:`Transport.send`'s).
 
-        Returns once the message is written or handed to the thread that is writing; a write
-        failure is raised to the writing thread, and the reader then sees the broken link.
-        No caller waits for another caller's write, so ``timeout`` has nothing to bound; the
-        writing thread itself blocks while the server does not read (no write timeout).
+        A caller that finds another thread writing queues its message and returns at once;
+        that thread (or the flusher) writes it. A caller that writes waits for room only until
+        its deadline: then it withdraws its message if nothing of it went out, or leaves the
+        rest to the flusher thread (``SendTimeout.started``); the stream stays valid either way.
         """
         data = text.encode("utf-8") if isinstance(text, str) else text
-        self._post(_message_frames(data, _OP_TEXT))
+        self._out.put(_message_frames(data, _OP_TEXT), timeout)
 
-    def _post(self, wire: bytes) -> None:
-        if self._send_error is not None:
-            raise BrokenPipeError(f"WebSocket to {self._url} is closed") from self._send_error
-        outbox = self._outbox
-        outbox.append(wire)
-        # Whoever holds the lock re-checks the outbox after releasing it, so a frame queued
-        # while the lock was busy is always written by someone.
-        while outbox and self._send_lock.acquire(blocking=False):
-            try:
-                self._flush()
-            finally:
-                self._send_lock.release()
+    def _write_some(self, views: list[bytes | memoryview]) -> int:
+        # Per call, not the socket's mode: a non-blocking socket would make the reader's
+        # recv_into fail with EAGAIN instead of waiting.
+        assert _DONTWAIT is not None
+        try:
+            if len(views) == 1:
+                return self._sock.send(views[0], _DONTWAIT)
+            return self._sock.sendmsg(views, (), _DONTWAIT)
+        except BlockingIOError:
+            return 0
 
-    def _flush(self) -> None:
-        """Write everything queued (holding the send lock)."""
-        outbox = self._outbox
-        while outbox:
-            if len(outbox) == 1:
-                data = outbox.popleft()
-            else:
-                batch = []
-                size = 0
-                while outbox and size < FRAME_LIMIT:
-                    item = outbox.popleft()
-                    batch.append(item)
-                    size += len(item)
-                data = b"".join(batch)
-            try:
-                self._sock.sendall(data)
-            except OSError as exc:
-                self._send_error = exc
-                outbox.clear()
-                raise BrokenPipeError(f"WebSocket to {self._url} is closed: {exc}") from exc
+    def _wait_writable(self, timeout: float | None) -> bool:
+        return wait_writable(self._sock.fileno(), timeout)
 
     # ------------------------------------------------------------------ receiving
 
@@ -477,11 +473,13 @@ class WebSocketTransport:
             if first & _FIN:
                 return b"".join(parts)
 
-    def _control(self, opcode: int, payload: bytes) -> None:
+    def _control(self, opcode: int, payload: bytes, timeout: float = 0.0) -> None:
+        """Send a control frame without blocking the reader: what the socket does not take
+        now is written by the flusher thread (never withdrawn)."""
         try:
-            self._post(_frame(_FIN | opcode, payload))
+            self._out.put(_frame(_FIN | opcode, payload), timeout, withdraw=False)
         except OSError as exc:
-            log.debug("answering a control frame on %s failed: %r", self._url, exc)
+            log.debug("sending a control frame on %s failed: %r", self._url, exc)
 
     def _on_close_frame(self, payload: bytes) -> None:
         """The server closes: echo its close frame (RFC 6455 §5.5.1) unless we started it."""
@@ -497,13 +495,13 @@ class WebSocketTransport:
             if self._closing:
                 return
             self._closing = True
-        try:
-            self._post(_frame(_FIN | _OP_CLOSE, struct.pack("!H", 1000)))
-        except OSError as exc:
-            log.debug("sending the close frame to %s failed: %r", self._url, exc)
-        # Let the reader see the close echo; then cut the socket so a blocked recv always ends.
+        grace = Deadline(0.5 if timeout is None else min(max(timeout, 0.0), 0.5))
+        self._control(_OP_CLOSE, struct.pack("!H", 1000), grace.left() or 0.0)
+        # Let the reader see the close echo; then cut the socket so a blocked recv always ends
+        # (and a write in progress fails, which ends the flusher thread).
         if not self._eof.is_set():
-            self._eof.wait(0.5 if timeout is None else min(timeout, 0.5))
+            self._eof.wait(grace.left())
+        self._out.shut()
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -511,3 +509,5 @@ class WebSocketTransport:
         # websocket-client's close() returns early once it saw the peer's close frame, which
         # would leak the socket; shutdown() always closes it.
         self._ws.shutdown()  # type: ignore[no-untyped-call]
+        if not self._out.join(1.0 if timeout is None else min(timeout, 1.0)):
+            log.debug("the flusher thread of %s is still writing after close()", self._url)

@@ -14,12 +14,12 @@ import contextlib
 import errno
 import io
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Literal, cast
 
 from execsdk import errors
 from execsdk._deadline import Deadline, Timeoutish
+from execsdk._threads import io_thread_role
 from execsdk.fs.core import (
     BLOCK_SIZE,
     G1_PART,
@@ -44,10 +44,6 @@ WRITE_DEPTH = 2
 """Block calls kept in flight while streaming one file (hides round-trip latency)."""
 
 Mode = Literal["read", "replace"]
-
-
-def _in_reader_thread() -> bool:
-    return threading.current_thread().name.startswith("execsdk-reader")
 
 
 # --------------------------------------------------------------------------- handles, windows
@@ -274,8 +270,9 @@ class BlockSource:
         return size
 
     def close(self) -> None:
-        if _in_reader_thread():  # never block the thread that delivers the answer
-            log.warning("file handle of %s not closed: closed from the reader thread", self._path)
+        role = io_thread_role()
+        if role is not None:  # never block the thread that delivers the answer
+            log.warning("file handle of %s not closed: closed from the %s thread", self._path, role)
             return
         self._core.backend.close_handle(self._hid, timeout=self._timeout)
 
@@ -333,8 +330,9 @@ class BlockSink:
         self._core.backend.write_block(self._hid, offset, data, timeout=self._timeout)
 
     def finish(self) -> None:
-        if _in_reader_thread():
-            log.warning("file handle %s not closed: closed from the reader thread", self._hid)
+        role = io_thread_role()
+        if role is not None:  # never block the thread that delivers the answer
+            log.warning("file handle %s not closed: closed from the %s thread", self._hid, role)
             return
         self._core.backend.close_handle(self._hid, timeout=self._timeout)
 

@@ -7,22 +7,14 @@ number the server puts in its message; anything unrecognised stays the original 
 
 from __future__ import annotations
 
-import errno
-import re
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from execsdk.errors import (
-    InvalidRequest,
-    NotFound,
-    ServerError,
-    os_error,
-)
+from execsdk._protocol import refusals
+from execsdk.errors import ServerError, os_error
 
 __all__ = ["map_fs_errors"]
-
-_OS_ERROR = re.compile(r"^(?P<text>.*?)\s*\(os error (?P<errno>\d+)\)\s*$", re.S)
-_UNKNOWN_PROCESS = "unknown process id"
 
 
 @contextmanager
@@ -35,17 +27,9 @@ def map_fs_errors(method: str, path: str | None) -> Iterator[None]:
 
 
 def _fs_error(exc: ServerError, method: str, path: str | None) -> Exception:
-    message = exc.message
-    match = _OS_ERROR.match(message)
-    if match:
-        num = int(match.group("errno"))
-        return os_error(num, match.group("text"), path, method=method, server_message=message)
-    if isinstance(exc, NotFound) and "file handle" not in message:
-        return os_error(
-            errno.ENOENT, "No such file or directory", path, method=method, server_message=message
-        )
-    if isinstance(exc, InvalidRequest) and (
-        "is not a file" in message or "requires recursive: true" in message
-    ):
-        return os_error(errno.EISDIR, "Is a directory", path, method=method, server_message=message)
-    return exc
+    # What the refusal means is read in one place (_protocol/refusals.py); this only builds.
+    number = refusals.refusal_errno(exc)
+    if number is None:
+        return exc
+    text = refusals.os_strerror(exc) or os.strerror(number)
+    return os_error(number, text, path, method=method, server_message=exc.message)

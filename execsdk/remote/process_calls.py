@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from execsdk._deadline import UNSET, Timeoutish
+from execsdk._protocol import refusals
 from execsdk._protocol import types as t
 from execsdk._protocol.wire import b64decode as _b64decode
 from execsdk.backends import (
@@ -25,7 +26,7 @@ from execsdk.errors import (
     SessionLost,
     UnsupportedByServer,
 )
-from execsdk.remote.failures import _UNKNOWN_PROCESS, map_fs_errors
+from execsdk.remote.failures import map_fs_errors
 
 __all__ = ["RemoteProcessBackend"]
 
@@ -231,7 +232,7 @@ class RemoteProcessBackend:
                 timeout=timeout,
             )
         except InvalidRequest as exc:
-            if _UNKNOWN_PROCESS in exc.message:
+            if refusals.is_unknown_process(exc):
                 raise ProcessNotFound(exc.message, process_id=process_id) from exc
             raise
         return ReadResult(

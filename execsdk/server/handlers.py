@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from execsdk import errors
+from execsdk._protocol import refusals
 from execsdk.server.params import PathUri
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class RawResult:
 
 def _os_message(code: int) -> str:
     # codex words OS errors like Rust's io::Error: "File exists (os error 17)".
-    return f"{os.strerror(code)} (os error {code})"
+    return refusals.os_error_message(code, os.strerror(code))
 
 
 def error_for(exc: BaseException, family: str = "") -> tuple[int, str]:
@@ -60,7 +61,7 @@ def error_for(exc: BaseException, family: str = "") -> tuple[int, str]:
     if isinstance(exc, errors.ServerError):
         return exc.code, exc.message
     if isinstance(exc, errors.ProcessNotFound):
-        return -32600, f"unknown process id {exc.process_id}"
+        return -32600, refusals.UNKNOWN_PROCESS.format(id=exc.process_id)
     if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
         message = _os_message(exc.errno)
         if exc.errno == _errno.ENOENT and family == "filesystem":

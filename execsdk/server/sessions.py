@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from execsdk import errors
 from execsdk._local.processes import LocalProcessBackend
+from execsdk._protocol import refusals
 from execsdk._protocol.jsonrpc import encode_notification
 from execsdk._protocol.wire import b64encode_bytes
 from execsdk.backends import Stream
@@ -252,10 +253,12 @@ class SessionRegistry:
             if resume_id is not None:
                 session = self._sessions.get(resume_id)
                 if session is None or session.closed:
-                    raise errors.InvalidRequest(-32600, f"unknown session id {resume_id}")
+                    raise errors.InvalidRequest(
+                        -32600, refusals.UNKNOWN_SESSION.format(id=resume_id)
+                    )
                 if session.attached:
                     raise errors.SessionAttached(
-                        -32010, f"session {resume_id} is already attached to another connection"
+                        -32010, refusals.SESSION_ATTACHED.format(id=resume_id)
                     )
                 timer = self._timers.pop(resume_id, None)
                 if timer is not None:

@@ -15,6 +15,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "_deadline": 0,
     "_version": 0,
+    "_threads": 0,
     "_callbacks": 1,
     "backends": 1,
     "_protocol": 2,

@@ -1,21 +1,31 @@
 """WebSocketTransport framing against a scripted server on a real socket: what the server sends
-(pings, fragments, big frames, close) and what the client writes (masked, fragmented, combined)."""
+(pings, fragments, big frames, close) and what the client writes (masked, fragmented, combined),
+and the send timeout against a server that stops reading (with the stdio transport's too)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import socket
 import struct
+import sys
 import threading
+import time
+import types
 from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from execsdk._rpc.endpoint import RpcClient
+from execsdk._transport.base import SendTimeout
+from execsdk._transport.child import StdioTransport
 from execsdk._transport.websocket import FRAME_LIMIT, WebSocketTransport
+from execsdk._transport.writequeue import BlockingWriteQueue, WriteQueue
+from execsdk.errors import ConnectionLost, RequestTimeout
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -361,3 +371,348 @@ def test_frames_split_anywhere_come_out_whole_and_in_order(
     while (msg := transport.recv()) is not None:
         got.append(bytes(msg))
     assert got == payloads
+
+
+# --------------------------------------------------------------------------- send timeouts
+#
+# The server below completes the handshake and then stops reading until the test lets it:
+# the kernel buffers fill (a few MiB on loopback), and a send must still keep its deadline.
+
+BIG = 32 * 2**20
+
+
+def _read_message(p: _Peer) -> tuple[int, bytes]:
+    """One whole client message (fragments joined) as (opcode, payload)."""
+    opcode, fin, data = p.frame()
+    parts = [data]
+    while not fin:
+        _, fin, data = p.frame()
+        parts.append(data)
+    return opcode, b"".join(parts)
+
+
+def _answering(resume: threading.Event, seen: list[tuple[str, int]]) -> Callable[[_Peer], None]:
+    """A script that stops reading until ``resume``, then answers every request by id."""
+
+    def script(p: _Peer) -> None:
+        resume.wait(30)
+        while True:
+            opcode, data = _read_message(p)
+            if opcode == 8:
+                return
+            msg = json.loads(data)
+            seen.append((msg["method"], len(data)))
+            answer = {"id": msg["id"], "result": {"size": len(data)}}
+            p.send(_server_frame(1, json.dumps(answer).encode()))
+
+    return script
+
+
+def _flushers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("execsdk-wsflush-")]
+
+
+@pytest.mark.timeout(60)
+def test_small_call_times_out_on_time_while_a_big_send_is_stuck(scripted: Scripted) -> None:
+    resume = threading.Event()
+    seen: list[tuple[str, int]] = []
+    tr = scripted(_answering(resume, seen))
+    rpc = RpcClient(tr, timeout=30)
+    outcome: list[object] = []
+
+    def big() -> None:
+        try:
+            outcome.append(rpc.call("fs/writeFile", {"dataBase64": "x" * BIG}, timeout=None))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=big)
+    writer.start()
+    try:
+        time.sleep(0.5)  # the big request fills the socket buffers; its send is stuck
+        start = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            rpc.call("environment/status", timeout=0.5)
+        took = time.monotonic() - start
+        assert 0.45 <= took < 1.2, took
+        # Nothing was left half written by a caller that gave up: the link stays usable.
+        assert rpc.is_open and writer.is_alive() and outcome == []
+        resume.set()
+        writer.join(30)
+        assert outcome and isinstance(outcome[0], dict), outcome
+        assert outcome[0]["size"] > BIG  # the big request arrived whole
+        assert rpc.call("environment/status", timeout=5)["size"] < 200
+        # The timed-out request still went out (after the big one); its late answer was dropped.
+        assert [method for method, _ in seen] == [
+            "fs/writeFile",
+            "environment/status",
+            "environment/status",
+        ]
+    finally:
+        resume.set()
+        rpc.close()
+        writer.join(5)
+
+
+@pytest.mark.timeout(60)
+def test_call_half_sent_at_its_deadline_times_out_and_gives_the_link_up(
+    scripted: Scripted,
+) -> None:
+    resume = threading.Event()
+    tr = scripted(_answering(resume, []))
+    rpc = RpcClient(tr, timeout=30)
+    try:
+        start = time.monotonic()
+        with pytest.raises(RequestTimeout, match="stopped reading"):
+            rpc.call("fs/writeFile", {"dataBase64": "x" * BIG}, timeout=0.5)
+        assert time.monotonic() - start < 1.5
+        assert not rpc.is_open
+        with pytest.raises(ConnectionLost):
+            rpc.call("environment/status", timeout=1)
+    finally:
+        resume.set()
+        start = time.monotonic()
+        rpc.close(timeout=2)
+        assert time.monotonic() - start < 2.5
+    for t in _flushers():
+        t.join(5)
+        assert not t.is_alive()
+
+
+@pytest.mark.timeout(60)
+def test_send_past_its_deadline_is_finished_in_the_background_and_the_stream_stays_valid(
+    scripted: Scripted,
+) -> None:
+    resume = threading.Event()
+    got: list[tuple[int, bytes]] = []
+
+    def script(p: _Peer) -> None:
+        resume.wait(30)
+        got.append(_read_message(p))
+        got.append(_read_message(p))
+        p.send(_server_frame(1, b"done"))
+        p.frame()
+
+    tr = scripted(script)
+    big = b"y" * BIG
+    start = time.monotonic()
+    with pytest.raises(SendTimeout) as info:
+        tr.send(big, timeout=0.5)
+    assert 0.45 <= time.monotonic() - start < 1.2
+    assert info.value.started  # part of it is on the wire: the rest is not dropped
+    flushers = _flushers()
+    assert flushers, "the rest of the message is left to a flusher thread"
+    # Queued behind the half-written message: returns at once, written by the flusher.
+    start = time.monotonic()
+    tr.send(b"after", timeout=0.5)
+    assert time.monotonic() - start < 0.2
+    resume.set()
+    assert tr.recv() == b"done"
+    assert got == [(1, big), (1, b"after")]
+    for t in flushers:
+        t.join(5)
+        assert not t.is_alive(), "the flusher ends once the queue is empty"
+
+
+@pytest.mark.timeout(60)
+def test_message_not_started_at_its_deadline_is_withdrawn() -> None:
+    # A Unix socket pair: a small message there goes in whole or not at all (on TCP the last
+    # one may go in partly), so the message that meets a full socket never started.
+    ours, theirs = socket.socketpair()
+    tr = WebSocketTransport(
+        types.SimpleNamespace(sock=ours, shutdown=ours.close),  # type: ignore[arg-type]
+        "ws://pair",
+    )
+    peer = _Peer(theirs)
+    try:
+        sent = 0
+        start = time.monotonic()
+        with pytest.raises(SendTimeout) as info:
+            while time.monotonic() - start < 20:
+                tr.send(f"{sent:032d}", timeout=0.05)
+                sent += 1
+        assert not info.value.started
+        assert "withdrawn" in str(info.value)
+        assert sent > 10
+        assert _flushers() == []  # nothing was left half written, nothing left to finish
+        got: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: got.extend(_read_message(peer)[1] for _ in range(sent + 1))
+        )
+        reader.start()
+        tr.send(b"after", timeout=10)
+        reader.join(10)
+        assert got == [f"{i:032d}".encode() for i in range(sent)] + [b"after"]
+    finally:
+        tr.close(timeout=0)
+        theirs.close()
+
+
+@pytest.mark.timeout(30)
+def test_ping_is_answered_without_blocking_the_reader_while_the_socket_is_full(
+    scripted: Scripted,
+) -> None:
+    resume = threading.Event()
+    got: list[tuple[int, bytes]] = []
+
+    def script(p: _Peer) -> None:
+        p.send(_server_frame(9, b"are you there"))
+        resume.wait(30)
+        got.append(_read_message(p))
+        got.append(_read_message(p))  # the pong, after the rest of the big message
+        p.send(_server_frame(1, b"done"))
+        p.frame()
+
+    tr = scripted(script)
+    with pytest.raises(SendTimeout):
+        tr.send(b"z" * BIG, timeout=0.3)
+    received: list[object] = []
+    reader = threading.Thread(target=lambda: received.append(tr.recv()))
+    reader.start()
+    time.sleep(0.5)  # the reader saw the ping and queued its pong behind the big message
+    resume.set()
+    reader.join(10)
+    assert received == [b"done"]
+    assert got == [(1, b"z" * BIG), (0xA, b"are you there")]
+
+
+# --------------------------------------------------------------------------- stdio transport
+# The same send contract on the child-process transport (a child that never reads its stdin),
+# and its line buffer, which must tell whether a whole line is waiting without blocking.
+
+
+@pytest.mark.timeout(30)
+def test_stdio_send_to_a_child_that_stops_reading_keeps_its_deadline() -> None:
+    tr = StdioTransport([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = time.monotonic()
+        with pytest.raises(SendTimeout) as info:
+            tr.send(b"x" * 2**20, timeout=0.5)  # far more than a pipe holds
+        assert 0.45 <= time.monotonic() - start < 1.2
+        assert info.value.started
+        start = time.monotonic()
+        tr.send(b"{}", timeout=0.5)  # queued behind the rest, which the flusher owns
+        assert time.monotonic() - start < 0.2
+        flushers = [t for t in threading.enumerate() if t.name.startswith("execsdk-stdinflush-")]
+        assert flushers
+    finally:
+        start = time.monotonic()
+        tr.close(timeout=1)
+        assert time.monotonic() - start < 3
+    for t in flushers:
+        t.join(5)
+        assert not t.is_alive()
+
+
+@pytest.mark.timeout(30)
+def test_stdio_lines_come_out_whole_and_buffered_tells_without_blocking() -> None:
+    code = (
+        "import sys, time; sys.stdout.write('a\\nbb\\npart'); sys.stdout.flush();"
+        "time.sleep(0.5); sys.stdout.write('ial\\n' + 'z' * 300000 + '\\nend'); sys.stdout.flush()"
+    )
+    tr = StdioTransport([sys.executable, "-c", code])
+    try:
+        assert tr.recv() == b"a\n"
+        assert tr.buffered() is True
+        assert tr.recv() == b"bb\n"
+        assert tr.buffered() is False  # "part" has no newline yet; asking did not block
+        assert tr.recv() == b"partial\n"
+        assert tr.recv() == b"z" * 300000 + b"\n"
+        assert tr.recv() == b"end"  # the last line without a newline, at the end of stream
+        assert tr.recv() is None
+    finally:
+        tr.close(timeout=1)
+
+
+# --------------------------------------------------------------------------- the write queue
+# The send side both transports share, over scripted streams.
+
+
+@pytest.mark.timeout(60)
+def test_write_queue_keeps_messages_whole_and_in_order_under_partial_writes() -> None:
+    import random
+
+    written = bytearray()
+    lock = threading.Lock()
+    rng = random.Random(7)
+
+    def write_some(views: list[memoryview]) -> int:
+        with lock:  # the stream takes any amount, sometimes nothing (it is "full")
+            room = rng.choice([0, 1, 3, 50, 4096, 1 << 20])
+            n = 0
+            for view in views:
+                take = min(len(view), room - n)
+                written.extend(view[:take])
+                n += take
+                if n == room:
+                    break
+            return n
+
+    queue = WriteQueue(
+        "scripted", "execsdk-wsflush", write_some=write_some, wait_writable=lambda t: True
+    )
+
+    def sender(k: int) -> None:
+        for i in range(300):
+            body = f"{k}:{i}:".encode() + b"y" * (i * 37 % 3000)
+            queue.put(len(body).to_bytes(4, "big") + body, None)
+
+    pool = [threading.Thread(target=sender, args=(k,)) for k in range(8)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(30)
+    deadline = time.monotonic() + 10
+    while _flushers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    messages: list[bytes] = []
+    at = 0
+    while at < len(written):
+        size = int.from_bytes(written[at : at + 4], "big")
+        messages.append(bytes(written[at + 4 : at + 4 + size]))
+        at += 4 + size
+    assert at == len(written)
+    for k in range(8):
+        mine = [m for m in messages if m.startswith(f"{k}:".encode())]
+        assert mine == [f"{k}:{i}:".encode() + b"y" * (i * 37 % 3000) for i in range(300)]
+
+
+@pytest.mark.timeout(30)
+def test_write_queue_blocking_mode_withdraws_unstarted_and_finishes_started() -> None:
+    # The TLS path: only the flusher thread writes, with blocking writes.
+    release = threading.Event()
+    written: list[bytes] = []
+
+    def write_all(data: bytes) -> None:
+        release.wait(10)  # a peer that stopped reading
+        written.append(bytes(data))
+
+    queue = BlockingWriteQueue("scripted", "execsdk-wsflush", write_all=write_all)
+    start = time.monotonic()
+    with pytest.raises(SendTimeout) as first:
+        queue.put(b"A" * 1000, 0.2)
+    assert first.value.started  # being written: it will go out whole
+    with pytest.raises(SendTimeout) as second:
+        queue.put(b"B" * 10, 0.2)
+    assert not second.value.started  # never started: withdrawn
+    assert time.monotonic() - start < 1.0
+    later = threading.Thread(target=queue.put, args=(b"C" * 10, None))
+    later.start()
+    release.set()
+    later.join(5)
+    assert not later.is_alive()
+    assert b"".join(written) == b"A" * 1000 + b"C" * 10
+
+
+@pytest.mark.timeout(30)
+def test_write_queue_failure_is_raised_to_the_writer_and_to_later_senders() -> None:
+    def write_some(views: list[memoryview]) -> int:
+        raise ConnectionResetError("peer reset")
+
+    queue = WriteQueue(
+        "scripted", "execsdk-wsflush", write_some=write_some, wait_writable=lambda t: True
+    )
+    with pytest.raises(BrokenPipeError, match="peer reset"):
+        queue.put(b"x", 1.0)
+    with pytest.raises(BrokenPipeError, match="closed"):
+        queue.put(b"y", 1.0)
