@@ -33,8 +33,8 @@ from execsdk._protocol.redact import redacted
 from execsdk.server import params as P
 from execsdk.server.confine import Confinement
 from execsdk.server.handlers import RawResult, Reply, error_for
-from execsdk.server.http_request import HttpRequester
 from execsdk.server.hostinfo import environment_info
+from execsdk.server.http_request import HttpRequester
 from execsdk.server.method_table import METHODS, Method
 from execsdk.server.outbox import Outbox
 from execsdk.server.parse import error_object_problem, parse, parse_bulk, valid_id

@@ -1,24 +1,27 @@
-"""The WebSocket transport of ``execsdk serve``: websockets' threaded sync server.
+"""The WebSocket transport of ``execsdk serve``: our listening socket, accept thread and
+connection threads around websockets' Sans-I/O protocol (``wsconn.py``).
 
 HTTP behaviour follows codex 0.169 (PROTOCOL.md §1): a request carrying an ``Origin`` header is
 refused with 403 (browsers must not reach the server); ``GET /readyz`` answers 200; a plain
 ``GET /`` gets 400; other paths 404. With an authenticator configured (``auth.py``: a
 capability token or HS256-signed JWTs) the upgrade needs ``Authorization: Bearer <token>``
 (401 otherwise, with a fixed phrase as body). Messages up to 64 MiB are accepted, in frames of
-up to 16 MiB; the server pings every 30 s. With ``root`` every path is confined to that
+up to 16 MiB; the server pings every 30 s and closes a connection whose pong does not come
+within 60 s; a closing handshake gets 1 s. With ``root`` every path is confined to that
 directory (``confine.py``).
 
 websockets logs handshake headers and frame previews at DEBUG; its logger here is wrapped so
 that the ``Authorization`` header and frame contents never reach the log.
 
-Every connection runs on a websockets handler thread (renamed ``execsdk-serve-conn-<n>``) that
-feeds :class:`~execsdk.server.connection.Connection`. Frames are read by
-:class:`~execsdk.server.ws_receive.FastReceiveMixin` (plain data frames skip websockets'
-parser, everything else goes through it); replies leave through the connection's
-:class:`~execsdk.server.sessions.Outbox` writer thread, which hands over everything queued as one
-batch: :class:`_BatchingConnection` frames it and writes it with one system call. Each socket
-keeps little unsent data in the kernel (``TCP_NOTSENT_LOWAT``), so a slow client's backlog
-waits in the outbox, where answers overtake it.
+Threads: the accept thread (``execsdk-serve-accept`` after :meth:`WsServer.start`, or the
+caller of :meth:`WsServer.serve_forever`) accepts sockets and starts one daemon thread per
+socket, ``execsdk-serve-conn-<n>``, which runs the handshake, then reads frames and hands each
+message to :class:`~execsdk.server.connection.Connection` (see :class:`~.wsconn.WsConnection`).
+Replies leave through the connection's :class:`~execsdk.server.outbox.Outbox` writer thread (or
+a request worker), which hands over everything queued as one batch, written with one system
+call. Each socket keeps little unsent data in the kernel (``TCP_NOTSENT_LOWAT``), so a slow
+client's backlog waits in the outbox, where answers overtake it. :meth:`WsServer.shutdown`
+joins the accept thread and the connection threads.
 """
 
 from __future__ import annotations
@@ -27,28 +30,25 @@ import functools
 import http
 import itertools
 import logging
-import select
+import selectors
 import socket
-import struct
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame
+from websockets.frames import CloseCode, Frame
 from websockets.http11 import Request, Response
-from websockets.protocol import State
-from websockets.server import ServerProtocol
-from websockets.sync.server import Server, ServerConnection, serve
 
+from execsdk._deadline import Deadline
 from execsdk._local.processes import LocalProcessBackend
 from execsdk.server.auth import Authenticator, CapabilityToken
 from execsdk.server.confine import Confinement
 from execsdk.server.connection import SERVING, Connection
 from execsdk.server.outbox import Outbox
 from execsdk.server.sessions import DEFAULT_SESSION_GRACE, SessionRegistry
-from execsdk.server.ws_receive import FastReceiveMixin
+from execsdk.server.wsconn import WsConnection
 
 __all__ = ["MAX_FRAME_SIZE", "MAX_MESSAGE_SIZE", "WsServer"]
 
@@ -56,8 +56,10 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 MAX_FRAME_SIZE = 16 * 1024 * 1024
+OPEN_TIMEOUT = 10.0
 PING_INTERVAL = 30.0
 PING_TIMEOUT = 60.0
+CLOSE_TIMEOUT = 1.0
 _conn_ids = itertools.count(1)
 
 
@@ -102,181 +104,6 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 _WS_LOGGER = _RedactingLogger(logging.getLogger("websockets.server"), {})
 
 
-_HEADER_16 = struct.Struct("!BBH")
-_HEADER_64 = struct.Struct("!BBQ")
-_FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)
-_WRITABLE_POLL_MS = 1000  # how often a writer waiting for a silent peer checks the state
-
-
-def text_frame_header(length: int) -> bytes:
-    """The header of an unmasked, unfragmented text frame of ``length`` payload bytes.
-
-    RFC 6455 §5.2: a server's frames are never masked; lengths below 126 fit the second byte,
-    below 65536 a 16-bit extension, otherwise a 64-bit one.
-    """
-    if length < 126:
-        return bytes((_FIN_TEXT, length))
-    if length < 65536:
-        return _HEADER_16.pack(_FIN_TEXT, 126, length)
-    return _HEADER_64.pack(_FIN_TEXT, 127, length)
-
-
-class _BatchingConnection(FastReceiveMixin, ServerConnection):
-    """A websockets server connection that sends a batch of text messages in one socket write.
-
-    websockets' public ``send`` takes one message, builds a ``Frame`` object, serialises it
-    (two copies of the payload) and writes it with its own ``sendall``. For a stream of 8 KiB
-    ``process/output`` notifications that costs more CPU than everything else the server does
-    per chunk (and the client shares the machine's cores). :meth:`send_texts` instead takes the
-    connection's send lock the way ``send`` does (``send_context``: the state must be OPEN;
-    pings, pongs and close frames written by other threads keep their place), and
-    :meth:`send_data`, which websockets calls under that lock to flush, writes the batch's
-    frames plus whatever the protocol queued with one ``sendall``.
-
-    Framing here is safe because a server's text frame is plain RFC 6455 (no mask) and the
-    server negotiates no extension (``compression=None``); should one ever be negotiated, the
-    frames go through the protocol object instead. This leans on websockets internals that a
-    ``serve(create_connection=...)`` subclass may use: ``send_context``, ``send_data``,
-    ``protocol``, ``socket``, ``close_deadline``. ``tests/test_server_batching.py`` pins them
-    and the frame bytes; :data:`_BATCHING` falls back to plain ``send`` per message when an
-    installed websockets lacks the hooks.
-
-    Thread-safety: as :class:`ServerConnection`; :meth:`send_texts` from one thread at a time
-    (the outbox's writer, or a worker sending its answer directly: the outbox takes turns).
-    """
-
-    _texts: list[bytes] | None = None  # handed from send_texts to send_data, under the lock
-    _poller: select.poll | None = None  # one sending thread at a time (the outbox's turn)
-
-    def send_texts(self, messages: list[bytes]) -> None:
-        """Send each UTF-8 encoded message as one text frame, all in one socket write.
-
-        First waits, without holding the send lock, until the kernel takes more data: the
-        receiving side of websockets needs that lock too, so a writer blocked in ``sendall``
-        for a client that does not read would stop the server from reading its requests.
-
-        Raises:
-            websockets.exceptions.ConnectionClosed: the connection is closed (as ``send``).
-        """
-        self._wait_writable()
-        with self.send_context():
-            protocol = self.protocol
-            if protocol.extensions:
-                for message in messages:
-                    protocol.send_text(message)
-            else:
-                self._texts = messages  # written by send_data when send_context exits
-
-    def _wait_writable(self) -> None:
-        poller = self._poller
-        if poller is None:
-            try:
-                fd = self.socket.fileno()
-            except OSError:
-                return
-            if fd < 0:
-                return  # closed: send_context reports it
-            poller = self._poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-        # With TCP_NOTSENT_LOWAT set, writable means little unsent data is left; an error or
-        # hang-up also ends the wait (send_context then raises ConnectionClosed).
-        while not poller.poll(_WRITABLE_POLL_MS):
-            if self.protocol.state is not State.OPEN:
-                return
-
-    def send_data(self) -> None:
-        """Write the pending batch and what the protocol queued, joined into one ``sendall``.
-
-        Same contract as the base method (called with ``protocol_mutex`` held; an empty write
-        from the protocol means "half-close"; writes are bounded by the close deadline once
-        closing began).
-        """
-        parts: list[bytes] = []
-        texts = self._texts
-        if texts is not None:
-            self._texts = None
-            for message in texts:
-                parts.append(text_frame_header(len(message)))
-                parts.append(message)
-        for data in self.protocol.data_to_send():
-            if data:
-                parts.append(data)
-                continue
-            self._write(parts)
-            parts = []
-            try:
-                self.socket.shutdown(socket.SHUT_WR)
-            except OSError:  # socket already closed
-                pass
-        self._write(parts)
-
-    def _write(self, parts: list[bytes]) -> None:
-        if not parts:
-            return
-        deadline = getattr(self, "close_deadline", None)  # set once closing began
-        if deadline is not None:
-            self.socket.settimeout(deadline.timeout())
-        if len(parts) == 1:
-            self.socket.sendall(parts[0])
-        elif sum(map(len, parts)) < _GATHER_FROM:
-            self.socket.sendall(b"".join(parts))
-        else:
-            send_gathered(self.socket, parts)
-
-
-_GATHER_FROM = 64 * 1024
-"""Batches from this size are written straight from their parts (``sendmsg``) instead of being
-joined first: a 1 MiB ``fs/readBlock`` answer is 1.4 MB that a join would copy once more."""
-_IOV_MAX = 512  # buffers per sendmsg call, well below Linux's 1024
-
-
-def send_gathered(sock: socket.socket, parts: list[bytes]) -> None:
-    """Write every part, in order, like ``sendall(b"".join(parts))`` without the joined copy.
-
-    Raises what ``sendmsg`` raises (``TimeoutError`` once a socket timeout runs out).
-    """
-    views = [memoryview(part) for part in parts if part]
-    first = 0
-    while first < len(views):
-        sent = sock.sendmsg(views[first : first + _IOV_MAX])
-        while sent:  # drop what went out; the kernel may have taken part of one buffer
-            head = views[first]
-            if sent >= len(head):
-                sent -= len(head)
-                first += 1
-            else:
-                views[first] = head[sent:]
-                sent = 0
-
-
-def _has_batching_hooks() -> bool:
-    """True when the installed websockets has every hook :class:`_BatchingConnection` uses."""
-    return hasattr(select, "poll") and all(
-        callable(getattr(cls, name, None))
-        for cls, name in (
-            (ServerConnection, "send_context"),
-            (ServerConnection, "send_data"),
-            (ServerProtocol, "send_text"),
-            (ServerProtocol, "data_to_send"),
-        )
-    )
-
-
-_BATCHING = _has_batching_hooks()
-
-
-def _batch_sender(ws: ServerConnection) -> Callable[[list[bytes]], None]:
-    """The outbox's send function for ``ws``: one write per batch when possible."""
-    if isinstance(ws, _BatchingConnection):
-        return ws.send_texts
-
-    def send_each(messages: list[bytes]) -> None:
-        for message in messages:
-            ws.send(message.decode("utf-8"))
-
-    return send_each
-
-
 UNSENT_LOW_WATER = 128 * 1024
 """``TCP_NOTSENT_LOWAT`` of every connection: at most this much data the peer has not taken
 yet waits in the kernel's send buffer (which autotunes to 4 MiB). The rest of a slow client's
@@ -284,10 +111,16 @@ backlog stays in the outbox, where answers overtake notifications and the water 
 Data in flight is not limited, so throughput over long links is not either."""
 
 
-def _limit_unsent(ws: ServerConnection) -> None:
+def _tune_socket(sock: socket.socket) -> None:
+    """TCP_NODELAY (replies are small and must not wait) and TCP_NOTSENT_LOWAT."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        log.debug("TCP_NODELAY not set: %s", exc)
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux, macOS
-    sock = getattr(ws, "socket", None)
-    if option is None or sock is None:
+    if option is None:
         return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, option, UNSENT_LOW_WATER)
@@ -317,7 +150,7 @@ class WsServer:
     :meth:`start` serves from a background thread, :meth:`shutdown` ends everything.
 
     Thread-safety: :meth:`start` once from any thread; :meth:`shutdown` from any thread except
-    the server's own handler and worker threads (it would wait for itself).
+    the server's own connection and worker threads (it would wait for itself).
     """
 
     def __init__(
@@ -359,21 +192,14 @@ class WsServer:
         self._lock = threading.Lock()
         self._shut_down = False
         self._thread: threading.Thread | None = None
-        self._server: Server = serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            compression=None,
-            server_header=None,
-            max_size=(MAX_MESSAGE_SIZE, MAX_FRAME_SIZE),
-            ping_interval=PING_INTERVAL,
-            ping_timeout=PING_TIMEOUT,
-            close_timeout=1.0,
-            logger=_WS_LOGGER,
-            create_connection=_BatchingConnection if _BATCHING else None,
-        )
-        sockname = self._server.socket.getsockname()
+        self._conn_threads: set[threading.Thread] = set()
+        self._live: set[WsConnection] = set()
+        self._accepting = 0  # accept loops running (serve_forever calls)
+        self._listener = socket.create_server((host, port))
+        self._listener.setblocking(False)  # accept() after a select() that raced never blocks
+        # Wakes the accept loop's select() on shutdown.
+        self._waker, self._wakee = socket.socketpair()
+        sockname = self._listener.getsockname()
         self.host: str = sockname[0]
         self.port: int = sockname[1]
 
@@ -385,7 +211,8 @@ class WsServer:
 
     # -- HTTP stage --------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, request: Request) -> Response | None:
+        """The answer to a request that must not upgrade, or None to upgrade it."""
         headers = request.headers
         if "Origin" in headers:
             log.info("refused a request with an Origin header (%s)", headers.get_all("Origin"))
@@ -408,54 +235,134 @@ class WsServer:
                 return _plain(401, refusal)
         return None
 
+    def _refusing(self) -> bool:
+        return self._shut_down
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Accept connections on this thread until :meth:`shutdown` (from another thread)."""
+        selector = selectors.DefaultSelector()
+        with self._lock:
+            if self._shut_down:
+                selector.close()
+                return
+            self._accepting += 1
+        try:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wakee, selectors.EVENT_READ)
+            while True:
+                selector.select()
+                if self._shut_down:
+                    return
+                try:
+                    sock, address = self._listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue  # another accept loop took it, or the client left
+                except OSError as exc:
+                    if self._shut_down:
+                        return
+                    # Out of descriptors, say: try again soon instead of spinning.
+                    log.warning("accepting a connection failed: %s", exc)
+                    time.sleep(0.1)
+                    continue
+                self._open(sock, address)
+        finally:
+            selector.close()
+            with self._lock:
+                self._accepting -= 1
+                last = self._shut_down and not self._accepting
+            if last:
+                self._close_waker()
+
+    def _close_waker(self) -> None:
+        self._waker.close()
+        self._wakee.close()
+
+    def _open(self, sock: socket.socket, address: Any) -> None:
+        """Start the thread of a freshly accepted socket."""
+        number = next(_conn_ids)
+        try:
+            sock.setblocking(True)
+            _tune_socket(sock)
+            ws = WsConnection(
+                sock,
+                name=str(number),
+                logger=_WS_LOGGER,
+                max_message_size=MAX_MESSAGE_SIZE,
+                max_frame_size=MAX_FRAME_SIZE,
+                open_timeout=OPEN_TIMEOUT,
+                ping_interval=PING_INTERVAL,
+                ping_timeout=PING_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
+            )
+        except OSError as exc:
+            log.warning("conn %d: cannot set up the connection: %s", number, exc)
+            sock.close()
+            return
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(ws, number, address),
+            name=f"execsdk-serve-conn-{number}",
+            daemon=True,
+        )
+        with self._lock:  # started under the lock: shutdown() never joins an unstarted thread
+            refused = self._shut_down
+            if not refused:
+                self._conn_threads.add(thread)
+                self._live.add(ws)
+                thread.start()
+        if refused:
+            ws.finish()
+
     # -- connections -------------------------------------------------------------------------
 
-    def _handle(self, ws: ServerConnection) -> None:
-        number = next(_conn_ids)
-        threading.current_thread().name = f"execsdk-serve-conn-{number}"
+    def _serve_connection(self, ws: WsConnection, number: int, address: Any) -> None:
+        """The connection thread: handshake, messages, closing handshake, socket's end."""
         SERVING.active = True
-        peer = _peer(ws.remote_address)
-        log.info("conn %d: connected from %s", number, peer)
-
-        _limit_unsent(ws)
-
-        def overflow() -> None:
-            ws.close(1008, "client does not read its messages")
-
-        outbox = Outbox(
-            _batch_sender(ws), name=f"execsdk-serve-writer-{number}", on_overflow=overflow
-        )
-        extra: dict[str, Any] = {} if self._workers is None else {"workers": self._workers}
-        conn = Connection(
-            self.registry,
-            outbox,
-            parse_error_prefix=(
-                f"failed to parse websocket JSON-RPC message from exec-server websocket {peer}"
-            ),
-            name=str(number),
-            confine=self.confine,
-            **extra,
-        )
         try:
-            while True:
-                try:
-                    message = ws.recv(timeout=5.0)
-                except TimeoutError:
-                    # After we failed the connection (e.g. close 1009 for an oversized message)
-                    # websockets waits for the peer's FIN with no limit; a silent peer would pin
-                    # the session forever, so give up on a connection stuck in CLOSING.
-                    if ws.protocol.state is State.CLOSING:
-                        log.info("conn %d: peer never finished closing; dropping it", number)
-                        break
-                    continue
-                if not conn.handle(message):
-                    break
-        except ConnectionClosed as exc:
-            log.debug("conn %d: closed (%s)", number, exc)
+            if not ws.handshake(self._process_request, self._refusing):
+                return
+            peer = _peer(address)
+            log.info("conn %d: connected from %s", number, peer)
+
+            def overflow() -> None:
+                ws.close(CloseCode.POLICY_VIOLATION, "client does not read its messages")
+
+            outbox = Outbox(
+                ws.send_texts, name=f"execsdk-serve-writer-{number}", on_overflow=overflow
+            )
+            extra: dict[str, Any] = {} if self._workers is None else {"workers": self._workers}
+            conn = Connection(
+                self.registry,
+                outbox,
+                parse_error_prefix=(
+                    f"failed to parse websocket JSON-RPC message from exec-server websocket {peer}"
+                ),
+                name=str(number),
+                confine=self.confine,
+                **extra,
+            )
+            try:
+                ws.run(conn.handle)
+            except Exception:
+                log.exception("conn %d: receive loop failed", number)
+            finally:
+                conn.connection_lost()
+            ws.finish()  # close 1000 when we end it, then the closing handshake
+            log.debug(
+                "conn %d: closed (code %s, reason %r)",
+                number,
+                ws.protocol.close_code,
+                ws.protocol.close_reason,
+            )
         except Exception:
-            log.exception("conn %d: receive loop failed", number)
+            log.exception("conn %d: failed", number)
         finally:
-            conn.connection_lost()
+            ws.finish()
+            with self._lock:
+                self._live.discard(ws)
+                self._conn_threads.discard(threading.current_thread())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -465,23 +372,20 @@ class WsServer:
             if self._thread is not None or self._shut_down:
                 return
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="execsdk-serve-accept", daemon=True
+                target=self.serve_forever, name="execsdk-serve-accept", daemon=True
             )
             self._thread.start()
         log.info("listening on %s", self.url)
 
-    def serve_forever(self) -> None:
-        """Accept connections on this thread until :meth:`shutdown` (from another thread)."""
-        self._server.serve_forever()
-
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every connection, kill every session's processes. Idempotent.
 
-        Waits at most about ``timeout`` seconds for connection threads, then the same again
-        for the processes to die.
+        Open connections are closed with 1001 (going away); those still in their opening
+        handshake are refused (503) or dropped. Waits at most about ``timeout`` seconds for
+        connection threads, then the same again for the processes to die.
 
         Raises:
-            RuntimeError: called from one of this server's handler or worker threads.
+            RuntimeError: called from one of this server's connection or worker threads.
         """
         if getattr(SERVING, "active", False):
             raise RuntimeError(
@@ -491,13 +395,25 @@ class WsServer:
         with self._lock:
             first = not self._shut_down
             self._shut_down = True
+            live = list(self._live)
+            threads = list(self._conn_threads)
         if first:
-            closer = threading.Thread(
-                target=self._server.shutdown, name="execsdk-serve-shutdown", daemon=True
-            )
-            closer.start()
-            closer.join(timeout)
-            if closer.is_alive():
+            deadline = Deadline(timeout)
+            with self._lock:
+                idle = not self._accepting
+            if idle:
+                self._close_waker()
+            else:
+                try:
+                    self._waker.send(b"x")
+                except OSError:  # the accept loop ended meanwhile and closed it
+                    pass
+            self._listener.close()
+            for ws in live:
+                ws.close(CloseCode.GOING_AWAY)
+            for conn_thread in threads:
+                conn_thread.join(deadline.left())
+            if any(conn_thread.is_alive() for conn_thread in threads):
                 log.warning("connections still open %.1fs after shutdown began", timeout)
             self.registry.close(timeout)
         thread = self._thread

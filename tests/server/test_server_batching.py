@@ -1,12 +1,12 @@
 """``execsdk serve`` writes a batch of WebSocket messages with one socket write.
 
-:class:`execsdk.server.ws._BatchingConnection` goes below websockets' public ``send``: it frames
-text messages itself and hooks ``send_context`` / ``send_data`` of websockets' sync connection.
-These tests pin what it relies on, so a websockets upgrade that changes it fails here instead
-of corrupting the stream: the hooks exist (else the server would fall back to plain ``send``),
-the frame bytes equal websockets' own, a batch arrives as separate messages in order (next to
-pings and a close handshake), each batch is one ``sendall``, and a closed peer gives
-``ConnectionClosed`` with nothing logged as an error.
+:meth:`execsdk.server.wsconn.WsConnection.send_texts` frames text messages itself (a server's
+frames are plain RFC 6455, and no extension is negotiated) and writes the batch, behind any
+frame the protocol queued, with one system call. These tests check, on a real TCP connection
+to websocket-client: the frame bytes equal those websockets' Sans-I/O protocol makes, a batch
+arrives as separate messages in order (next to pongs and a close handshake), each batch is one
+write, a writer waiting for a client that does not read neither blocks the connection's reading
+nor outlives a close, and a gone peer gives ``SendFailed`` with nothing logged as an error.
 """
 
 from __future__ import annotations
@@ -16,50 +16,46 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import websocket
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
-from execsdk.server import ws as server_ws
-from execsdk.server.ws import _BatchingConnection, text_frame_header
+from execsdk.server import wsconn
+from execsdk.server.wsconn import SendFailed, WsConnection, send_gathered, text_frame_header
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def test_the_installed_websockets_has_every_hook_the_batching_connection_uses() -> None:
-    assert server_ws._BATCHING, "websockets changed: execsdk serve fell back to one send each"
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
 def test_frame_header_matches_websockets_own_framing(size: int) -> None:
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
-    assert text_frame_header(size) + payload == expected
+    protocol = ServerProtocol(state=State.OPEN)
+    protocol.send_text(payload)
+    assert [text_frame_header(size) + payload] == protocol.data_to_send()
 
 
 class _CountingSocket:
     """Wraps a socket and counts ``sendall``/``sendmsg`` calls (or fails them); the rest is
     delegated."""
 
-    def __init__(self, sock: socket.socket, *, fail: bool = False) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._fail = fail
-        self.sendalls = 0
+        self.fail = False
+        self.writes = 0
 
     def sendall(self, data: Any) -> None:
-        self.sendalls += 1
-        if self._fail:
+        self.writes += 1
+        if self.fail:
             raise BrokenPipeError(32, "Broken pipe")
         self._sock.sendall(data)
 
     def sendmsg(self, buffers: Any) -> int:
-        self.sendalls += 1
-        if self._fail:
+        self.writes += 1
+        if self.fail:
             raise BrokenPipeError(32, "Broken pipe")
         return self._sock.sendmsg(buffers)
 
@@ -67,127 +63,206 @@ class _CountingSocket:
         return getattr(self._sock, name)
 
 
+class _Pair:
+    """A :class:`WsConnection` on an accepted TCP socket, served by its own connection thread,
+    and a websocket-client connected to it. Messages the connection delivers land in
+    :attr:`messages`."""
+
+    def __init__(self, **options: Any) -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        clients: list[websocket.WebSocket] = []
+        connecting = threading.Thread(
+            target=lambda: clients.append(
+                websocket.create_connection(
+                    f"ws://127.0.0.1:{port}", suppress_origin=True, timeout=10
+                )
+            )
+        )
+        connecting.start()
+        with listener:
+            sock, _ = listener.accept()
+        self.sock = _CountingSocket(sock)
+        self.conn = WsConnection(
+            self.sock,  # type: ignore[arg-type]
+            name="test",
+            logger=logging.getLogger("websockets.server"),
+            max_message_size=1 << 20,
+            max_frame_size=1 << 20,
+            **options,
+        )
+        assert self.conn.handshake(lambda request: None, lambda: False)
+        self.sock.writes = 0  # count the writes after the handshake answer
+        connecting.join(10)
+        self.client = clients[0]
+        self.messages: queue.Queue[str | bytes] = queue.Queue()
+        self.thread = threading.Thread(target=self._serve, name="execsdk-test-conn")
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.conn.run(lambda message: self.messages.put(message) is None)
+        finally:
+            self.conn.finish()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.client.close(timeout=1)
+        self.client.shutdown()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
 @pytest.fixture()
-def batch_server() -> Iterator[tuple[Server, queue.Queue[Callable[[_BatchingConnection], None]]]]:
-    """A bare websockets server on our connection class; the test hands it what to do."""
-    jobs: queue.Queue[Callable[[_BatchingConnection], None]] = queue.Queue()
-
-    def handler(conn: ServerConnection) -> None:
-        assert isinstance(conn, _BatchingConnection)
-        jobs.get(timeout=10)(conn)
-
-    server = serve(handler, "127.0.0.1", 0, create_connection=_BatchingConnection, compression=None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def pair() -> Iterator[_Pair]:
+    p = _Pair()
     try:
-        yield server, jobs
+        yield p
     finally:
-        server.shutdown()
-        thread.join(5)
+        p.close()
 
 
-def _url(server: Server) -> str:
-    host, port = server.socket.getsockname()[:2]
-    return f"ws://{host}:{port}"
-
-
-def test_a_batch_arrives_as_separate_messages_in_order_with_one_write(
-    batch_server: tuple[Server, queue.Queue[Callable[[_BatchingConnection], None]]],
-) -> None:
-    server, jobs = batch_server
+def test_a_batch_arrives_as_separate_messages_in_order_with_one_write(pair: _Pair) -> None:
     messages = [b"", b"a", b'{"x":"\xc3\xa9"}', b"m" * 125, b"n" * 126, b"o" * 70_000]
-    writes: list[int] = []
-    done = threading.Event()
-
-    def job(conn: _BatchingConnection) -> None:
-        counting = _CountingSocket(conn.socket)
-        conn.socket = counting  # type: ignore[assignment]
-        conn.send_texts(list(messages))
-        writes.append(counting.sendalls)
-        conn.ping()  # a control frame between two batches keeps its own frame
-        conn.send_texts([b"after ping"])
-        done.wait(10)
-        conn.close()
-
-    jobs.put(job)
-    client = websocket.create_connection(_url(server), suppress_origin=True, timeout=10)
-    try:
-        got: list[bytes] = []
-        while len(got) < len(messages) + 1:
-            opcode, data = client.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_PING:
-                continue
+    pair.conn.send_texts(list(messages))
+    assert pair.sock.writes == 1
+    pair.client.ping(b"between")  # the pong comes between two batches, as its own frame
+    pongs: list[bytes] = []
+    got: list[bytes] = []
+    while len(got) < len(messages):
+        opcode, data = pair.client.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_PONG:
+            pongs.append(data)
+        else:
             assert opcode == websocket.ABNF.OPCODE_TEXT
             got.append(data)
-        assert got == [*messages, b"after ping"]
-        assert writes == [1]
+    assert got == messages
+    while not pongs:
+        opcode, data = pair.client.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_PONG
+        pongs.append(data)
+    assert pongs == [b"between"]
+    pair.conn.send_texts([b"after the pong"])
+    assert pair.client.recv() == "after the pong"
+    assert pair.sock.writes == 2
+
+
+def test_messages_from_the_client_reach_the_connection(pair: _Pair) -> None:
+    pair.client.send("text")
+    pair.client.send_binary(b"\x00binary")
+    assert pair.messages.get(timeout=10) == b"text"  # ASCII text is handed over as bytes
+    assert pair.messages.get(timeout=10) == b"\x00binary"
+    pair.client.send("é")
+    assert pair.messages.get(timeout=10) == "é"
+
+
+def test_a_pong_queued_while_a_batch_waits_goes_out_first() -> None:
+    p = _Pair()
+    try:
+        # The writer holds the write lock (as while it waits for a slow client); the pong for
+        # the client's ping cannot be written by the connection thread meanwhile...
+        with p.conn._write_lock:
+            p.client.ping(b"queued")
+            assert _wait_for(lambda: bool(p.conn._unsent))
+        # ... so the next batch writes it first, in the same write.
+        writes = p.sock.writes
+        p.conn.send_texts([b"batch"])
+        assert p.sock.writes == writes + 1
+        assert p.client.recv_data(control_frame=True) == (websocket.ABNF.OPCODE_PONG, b"queued")
+        assert p.client.recv() == "batch"
     finally:
-        done.set()
-        client.close()
+        p.close()
 
 
-def test_sending_to_a_closed_peer_raises_connection_closed_without_error_logs(
-    batch_server: tuple[Server, queue.Queue[Callable[[_BatchingConnection], None]]],
-    caplog: pytest.LogCaptureFixture,
+def test_a_writer_waiting_for_a_client_that_does_not_read_blocks_neither_reading_nor_close(
+    pair: _Pair,
 ) -> None:
-    server, jobs = batch_server
+    pair.client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     outcome: queue.Queue[BaseException | None] = queue.Queue()
-    client_gone = threading.Event()
+    batches = 0
 
-    def job(conn: _BatchingConnection) -> None:
-        client_gone.wait(10)
+    def write() -> None:
+        nonlocal batches
         try:
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                conn.send_texts([b"x" * 65536] * 4)
+            while True:
+                pair.conn.send_texts([b"x" * 65536] * 4)
+                batches += 1
         except BaseException as exc:
             outcome.put(exc)
-        else:
-            outcome.put(None)
 
-    jobs.put(job)
-    client = websocket.create_connection(_url(server), suppress_origin=True, timeout=10)
+    writer = threading.Thread(target=write, name="execsdk-test-writer")
+    writer.start()
+    # The client reads nothing: soon the writer waits for the socket.
+    assert _wait_for(lambda: _stalled(lambda: batches))
+    # Meanwhile the connection still reads and delivers what the client sends.
+    for i in range(5):
+        pair.client.send(f"request {i}")
+        assert pair.messages.get(timeout=10) == f"request {i}".encode()
+    # A close from another thread does not wait for the writer, and the writer gives up.
+    start = time.monotonic()
+    pair.conn.close(1008, "client does not read its messages")
+    assert time.monotonic() - start < 0.5
+    exc = outcome.get(timeout=10)
+    assert isinstance(exc, SendFailed), repr(exc)
+    writer.join(10)
+    # The connection ends by the close deadline: the client never answered the close.
+    pair.thread.join(10)
+    assert not pair.thread.is_alive()
+
+
+def _stalled(count: Any) -> bool:
+    before = count()
+    time.sleep(0.3)
+    return bool(count() == before)
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
+
+
+def test_sending_to_a_closed_peer_raises_send_failed_without_error_logs(
+    pair: _Pair, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
-    sock = client.sock
+    sock = pair.client.sock
     assert sock is not None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()  # abortive close (RST): the next writes fail
-    client_gone.set()
-    exc = outcome.get(timeout=15)
-    assert isinstance(exc, ConnectionClosed), repr(exc)
+    with pytest.raises(SendFailed):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pair.conn.send_texts([b"x" * 65536] * 4)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+    pair.thread.join(10)
+    assert not pair.thread.is_alive()  # the failed write ended the connection too
 
 
-def test_a_failing_write_raises_connection_closed_without_error_logs(
-    batch_server: tuple[Server, queue.Queue[Callable[[_BatchingConnection], None]]],
-    caplog: pytest.LogCaptureFixture,
+def test_a_failing_write_raises_send_failed_caused_by_it_without_error_logs(
+    pair: _Pair, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The write fails while the connection is still open (the peer vanished mid-stream): the
-    # error must take websockets' "error while sending" path, not its "internal error" one.
-    server, jobs = batch_server
-    outcome: queue.Queue[BaseException | None] = queue.Queue()
-
-    def job(conn: _BatchingConnection) -> None:
-        conn.socket = _CountingSocket(conn.socket, fail=True)  # type: ignore[assignment]
-        try:
-            conn.send_texts([b"lost"] * 3)
-        except BaseException as exc:
-            outcome.put(exc)
-        else:
-            outcome.put(None)
-
     caplog.set_level(logging.DEBUG)
-    jobs.put(job)
-    client = websocket.create_connection(_url(server), suppress_origin=True, timeout=10)
-    try:
-        exc = outcome.get(timeout=15)
-    finally:
-        client.close()
-    assert isinstance(exc, ConnectionClosed), repr(exc)
-    assert isinstance(exc.__cause__, BrokenPipeError)
+    pair.sock.fail = True
+    with pytest.raises(SendFailed) as info:
+        pair.conn.send_texts([b"lost"] * 3)
+    assert isinstance(info.value.__cause__, BrokenPipeError)
+    with pytest.raises(SendFailed):  # and every later batch
+        pair.conn.send_texts([b"later"])
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+def test_a_batch_after_the_close_raises_send_failed(pair: _Pair) -> None:
+    pair.conn.close()
+    with pytest.raises(SendFailed):
+        pair.conn.send_texts([b"too late"])
+    opcode, data = pair.client.recv_data(control_frame=True)
+    assert (opcode, data[:2]) == (websocket.ABNF.OPCODE_CLOSE, b"\x03\xe8")
 
 
 class _TrickleSocket:
@@ -200,10 +275,15 @@ class _TrickleSocket:
 
     def sendmsg(self, buffers: list[memoryview]) -> int:
         self.calls += 1
-        assert len(buffers) <= server_ws._IOV_MAX
-        data = b"".join(bytes(b) for b in buffers)[: self.step]
-        self.got += data
-        return len(data)
+        assert len(buffers) <= wsconn._IOV_MAX
+        taken = 0
+        for buffer in buffers:
+            chunk = bytes(buffer[: self.step - taken])
+            self.got += chunk
+            taken += len(chunk)
+            if taken == self.step:
+                break
+        return taken
 
 
 @pytest.mark.parametrize("step", [1, 7, 4096, 1 << 20])
@@ -213,7 +293,7 @@ def test_gathered_writes_send_every_byte_in_order_across_partial_sends(step: int
     if step == 1:
         parts = parts[:40]  # a byte per call: keep it short
     sock = _TrickleSocket(step)
-    server_ws.send_gathered(sock, parts)  # type: ignore[arg-type]
+    send_gathered(sock, parts)  # type: ignore[arg-type]
     assert bytes(sock.got) == b"".join(parts)
 
 
@@ -235,6 +315,6 @@ def test_gathered_writes_through_a_real_socket_arrive_whole() -> None:
 
         reader = threading.Thread(target=drain)
         reader.start()
-        server_ws.send_gathered(left, parts)
+        send_gathered(left, parts)
         reader.join(10)
         assert bytes(received) == expected
