@@ -11,7 +11,9 @@ address over real sockets, one thread per direction. While traffic flows, a test
 * ``set_fragment(size, direction)``: forward in pieces of at most ``size`` bytes;
 * ``refuse(True)``: accept new connections and close them at once (a server that is down);
 * ``retarget(host, port)``: send new connections elsewhere (a server restarted on a new port);
-* read byte counters per direction (``bytes_c2s``, ``bytes_s2c``) and wait on them.
+* read byte counters per direction (``bytes_c2s``, ``bytes_s2c``) and wait on them;
+* ``received(direction)``: bytes that reached the proxy, forwarded or not (a stalled
+  direction holds them back), to see a peer send something the other side does not get.
 
 Directions are named from the client's side: ``"c2s"`` (client to server), ``"s2c"`` (server to
 client) or ``"both"``. Threads are named ``faultproxy-*`` and all end in :meth:`close`.
@@ -19,11 +21,14 @@ client) or ``"both"``. Threads are named ``faultproxy-*`` and all end in :meth:`
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import itertools
 import logging
 import socket
 import struct
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -58,6 +63,7 @@ class _Link:
         self.dead = False
         self.threads: list[threading.Thread] = []
         self.finished = 0
+        self.in_hand = {d: 0 for d in _DIRS}  # read by a pump, not yet forwarded
 
     def kill(self, *, reset: bool) -> None:
         """Close both sides; blocked pumps wake up (shutdown interrupts a blocked recv)."""
@@ -137,6 +143,23 @@ class FaultProxy:
         """Links currently open."""
         with self._cond:
             return sum(1 for link in self._links if not link.dead)
+
+    def received(self, direction: Literal["c2s", "s2c"]) -> int:
+        """Bytes that reached the proxy going ``direction``: those forwarded, plus, on the open
+        links, those read by a pump that a stall holds and those still in the receive buffers.
+
+        Never more than was sent: a piece moving on while this counts is missed, not doubled.
+        """
+        with self._cond:  # forwarded and in hand change together under the lock
+            live = [link for link in self._links if not link.dead]
+            total = self._counts[direction] + sum(link.in_hand[direction] for link in live)
+        for link in live:
+            sock = link.client if direction == "c2s" else link.server
+            buf = array.array("i", [0])
+            with contextlib.suppress(OSError, ValueError):
+                fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+                total += buf[0]
+        return total
 
     def wait_bytes(self, direction: Literal["c2s", "s2c"], n: int, timeout: float = 30.0) -> int:
         """Block until at least ``n`` bytes went ``direction`` in total; returns the count.
@@ -343,6 +366,8 @@ class FaultProxy:
                         with contextlib.suppress(OSError):
                             dst.shutdown(socket.SHUT_WR)
                     return
+                with self._cond:
+                    link.in_hand[direction] = len(data)
                 for piece in self._pieces(direction, data):
                     with self._cond:
                         while self._stalled[direction] and not link.dead:
@@ -351,7 +376,8 @@ class FaultProxy:
                     if link.dead:
                         return
                     if delay:
-                        time.sleep(delay)
+                        time.sleep(delay)  # the delay fault itself
+                    size = len(piece)
                     piece, trigger = self._take(direction, piece)
                     if piece:
                         try:
@@ -359,13 +385,16 @@ class FaultProxy:
                         except OSError:
                             self._kill(link)
                             return
-                        with self._cond:
-                            self._counts[direction] += len(piece)
-                            self._cond.notify_all()
+                    with self._cond:
+                        link.in_hand[direction] -= size
+                        self._counts[direction] += len(piece)
+                        self._cond.notify_all()
                     if trigger:
                         self.cut()
                         return
         finally:
+            with self._cond:
+                link.in_hand[direction] = 0
             self._finish(link)
 
     def _pieces(self, direction: str, data: bytes) -> Iterator[bytes]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import ServerHandle, start_kind, start_ours
+from tests.waiting import eventually, pid_gone
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -210,14 +211,7 @@ def test_run_output_is_flushed_live_and_ctrl_c_interrupts_the_remote_command(
 
 
 def _gone(pid: int, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
+    return eventually(lambda: pid_gone(pid), timeout, interval=0.05)
 
 
 def test_sigterm_stops_the_remote_command_too(ours: ServerHandle) -> None:

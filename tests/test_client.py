@@ -17,6 +17,7 @@ from execsdk import errors
 from execsdk.client import Client, Generation
 from tests.conftest import ServerPool
 from tests.servers import codex_binary, require_binary, start_codex
+from tests.waiting import RPC_LOGGER, log_rpc_frames, logged_requests, wait_until
 
 KINDS = ("codex-0.169.0", "codex-0.123.0", "ours")
 
@@ -33,14 +34,12 @@ def client(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[
 
 def _wait_closed(c: Client, process_id: str, timeout: float = 10.0) -> dict[str, Any]:
     """Poll process/read until the process is closed (no long-poll: codex serialises calls)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def closed() -> dict[str, Any] | None:
         res = c.process_read(process_id=process_id)
-        if res.closed:
-            return {"exit_code": res.exit_code, "chunks": res.chunks}
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{process_id} did not close")
-        time.sleep(0.02)
+        return {"exit_code": res.exit_code, "chunks": res.chunks} if res.closed else None
+
+    return wait_until(closed, timeout, f"{process_id} did not close", interval=0.02)
 
 
 def test_handshake_detects_the_generation(client: Client) -> None:
@@ -190,32 +189,52 @@ def test_2000_pipelined_calls_complete_under_the_cap(server_pool: ServerPool) ->
         assert len(done) == 2000
 
 
-def test_timed_out_call_then_late_answer_leaves_client_working(client: Client) -> None:
+def test_timed_out_call_then_late_answer_is_dropped_and_client_keeps_working(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    log_rpc_frames(caplog)
     pid = f"s-{uuid.uuid4().hex[:8]}"
     client.process_start(process_id=pid, argv=["sleep", "5"], cwd="/", env={})
     with pytest.raises(errors.RequestTimeout) as info:
         client.process_read(process_id=pid, after_seq=10**6, wait_ms=800, timeout=0.1)
     assert isinstance(info.value, TimeoutError)
-    time.sleep(1.0)  # the late answer arrives and is dropped
+    timed_out = [r["id"] for r in logged_requests(caplog) if r["method"] == "process/read"]
+    assert len(timed_out) == 1
+
+    def dropped() -> list[object]:
+        return [
+            r.args[0]
+            for r in list(caplog.records)
+            if r.name == RPC_LOGGER
+            and isinstance(r.args, tuple)
+            and str(r.msg).startswith("reply for unknown or expired id")
+        ]
+
+    # The late answer arrives when the server's 800 ms long poll ends; the reader drops it.
+    assert wait_until(dropped, 10, "the late answer was not dropped") == timed_out
     assert client.fs_get_metadata(path="/").is_directory
     assert client.rpc.reader_thread.is_alive()
+    assert dropped() == timed_out  # the next call got its own answer, nothing else was dropped
     client.process_terminate(process_id=pid)
 
 
 @pytest.mark.parametrize("kind", ["codex-0.169.0", "ours"])
-def test_server_killed_mid_call_fails_every_waiter_fast(kind: str) -> None:
+def test_server_killed_mid_call_fails_every_waiter_fast(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from tests.servers import start_kind
 
+    log_rpc_frames(caplog)
     server = start_kind(kind)
     c = Client.connect(server.url, timeout=30.0)
     try:
-        _kill_server_during_calls(server, c)
+        _kill_server_during_calls(server, c, caplog)
     finally:
         c.close()
         server.stop()
 
 
-def _kill_server_during_calls(server: Any, c: Client) -> None:
+def _kill_server_during_calls(server: Any, c: Client, caplog: pytest.LogCaptureFixture) -> None:
     c.process_start(process_id="s", argv=["sleep", "30"], cwd="/", env={})
     errors_seen: list[BaseException] = []
 
@@ -225,10 +244,14 @@ def _kill_server_during_calls(server: Any, c: Client) -> None:
         except BaseException as exc:
             errors_seen.append(exc)
 
+    def reads_sent() -> int:
+        return sum(r["method"] == "process/read" for r in logged_requests(caplog))
+
     threads = [threading.Thread(target=waiter) for _ in range(20)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    # A call is logged once it is pending, just before it is written: all 20 are in flight.
+    wait_until(lambda: reads_sent() == 20, 10, lambda: f"{reads_sent()} of 20 reads sent")
     killed_at = time.monotonic()
     server.stop(timeout=1)
     for t in threads:

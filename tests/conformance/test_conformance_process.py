@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from servers import PLANTED_ENV, SPELLINGS, RawConn, b64, unb64
+from waiting import wait_until
 
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -352,10 +353,9 @@ def test_terminate_kills_process_group_and_reports_running(conn: RawConn, tmp_pa
         assert conn.result("process/terminate", {"processId": "grp"}) == {"running": True}
         conn.wait_closed("grp")
         assert conn.exit_code("grp") == 137
-        deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(child), "background child survived terminate"
+        wait_until(
+            lambda: not _alive(child), 5, "background child survived terminate", interval=0.05
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, 9)
@@ -556,7 +556,7 @@ def test_closed_process_record_is_retained_about_80s(conn: RawConn, tmp_path: Pa
             gone_after = time.monotonic() - closed_at
             break
         assert unb64(reply["result"]["chunks"][0]["chunk"]) == b"kept\n"
-        time.sleep(2)
+        time.sleep(2)  # the retention period passing is the behaviour under test: sample it
     assert gone_after is not None, "record still present after 120 s"
     assert 60 <= gone_after <= 100, gone_after
     # The id can be reused once the record is gone.

@@ -23,6 +23,7 @@ from execsdk import errors
 from execsdk.backends import OutputChunk
 from execsdk.environment import Environment
 from execsdk.process import Process
+from tests.waiting import wait_until
 
 PY = shutil.which("python3") or "python3"
 MiB = 2**20
@@ -117,6 +118,7 @@ def test_check_raises_called_process_error_with_output(env: Environment) -> None
 # --------------------------------------------------------------------------- text
 
 
+# The child's pauses are the behaviour: each byte leaves in a chunk of its own.
 _SPLIT_UTF8 = (
     "import sys, time\n"
     "data = 'héllo wörld €\\nnä日本\\n'.encode()\n"
@@ -285,10 +287,7 @@ def test_leaving_the_context_kills_the_process(env: Environment, tmp_path: Path)
         pid = int(pidfile.read_text())
         assert not _gone(pid)
     assert p.poll() == _killed_code(env, 9)
-    deadline = time.monotonic() + 10
-    while not _gone(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still running"
-        time.sleep(0.05)
+    wait_until(lambda: _gone(pid), 10, f"pid {pid} still running", interval=0.05)
 
 
 # --------------------------------------------------------------------------- concurrency

@@ -20,9 +20,15 @@ G2_KINDS = ["ours", f"codex-{CODEX_G2}"]
 OURS_GRACE = 3.0
 
 
-def start_server(kind: str) -> ServerHandle:
-    """A server of ``kind``; ours gets a short session grace so abandoned work ends soon."""
+def start_server(kind: str, *, verbose: bool = False) -> ServerHandle:
+    """A server of ``kind``; ours gets a short session grace so abandoned work ends soon.
+
+    ``verbose`` (ours only) logs at INFO to its stderr (``ServerHandle.stderr_text``), e.g.
+    "session <id> created", "... detached", "... expired".
+    """
     extra = ["--session-grace", str(OURS_GRACE)] if kind == "ours" else []
+    if verbose and kind == "ours":
+        extra.append("-v")
     return start_kind(kind, extra)
 
 

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
 from tests.servers import ServerHandle
+from tests.waiting import eventually
 
 BLOCK = 64 * 1024
 
@@ -57,12 +58,8 @@ def wait_fds_at_most(limit: int, timeout: float = 5.0, ignore: tuple[str, ...] =
 
     Sockets closed by other threads (readers, proxy pumps) may take a moment to go.
     """
-    end = time.monotonic() + timeout
-    while True:
-        n = fd_count(ignore)
-        if n <= limit or time.monotonic() > end:
-            return n
-        time.sleep(0.05)
+    eventually(lambda: fd_count(ignore) <= limit, timeout, interval=0.05)
+    return fd_count(ignore)
 
 
 @contextlib.contextmanager
@@ -124,22 +121,14 @@ def wait_no_zombies(pid: int, timeout: float = 5.0) -> list[psutil.Process]:
 
     A server reaps a child just after reporting it closed, so a zombie may show for a moment.
     """
-    end = time.monotonic() + timeout
-    while True:
-        found = zombies_of(pid)
-        if not found or time.monotonic() > end:
-            return found
-        time.sleep(0.05)
+    eventually(lambda: not zombies_of(pid), timeout, interval=0.05)
+    return zombies_of(pid)
 
 
 def wait_children_at_most(pid: int, limit: int, timeout: float = 10.0) -> list[psutil.Process]:
     """Wait until at most ``limit`` processes are below ``pid``; returns what is left."""
-    end = time.monotonic() + timeout
-    while True:
-        kids = server_tree(pid)
-        if len(kids) <= limit or time.monotonic() > end:
-            return kids
-        time.sleep(0.1)
+    eventually(lambda: len(server_tree(pid)) <= limit, timeout, interval=0.1)
+    return server_tree(pid)
 
 
 def server_pids(server: ServerHandle) -> list[int]:

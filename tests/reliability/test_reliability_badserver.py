@@ -126,7 +126,7 @@ def test_truncated_frame_then_eof_ends_the_link() -> None:
     def after(conn: FakeConn, req: dict[str, object]) -> None:
         body = b'{"id": 1, "result": {"status": "ready"}}'
         conn.send_raw(ws_frame_header(OP_TEXT, len(body)) + body[:10])
-        time.sleep(0.2)
+        time.sleep(0.2)  # the misbehaviour: the frame stops, and only later the link ends
         conn.abort()
 
     with fake(_serve_status_then(after)) as server, Client.connect(server.url) as client:
@@ -159,7 +159,7 @@ def test_absurd_frame_length_then_eof_ends_the_link() -> None:
 
     def after(conn: FakeConn, req: dict[str, object]) -> None:
         conn.send_raw(ws_frame_header(OP_TEXT, 2**62) + b"x" * 100)
-        time.sleep(0.2)
+        time.sleep(0.2)  # the misbehaviour: the frame stops, and only later the link ends
         conn.abort()
 
     with fake(_serve_status_then(after)) as server, Client.connect(server.url) as client:

@@ -25,6 +25,7 @@ from tests.reliability.reliability_support import (
     wait_no_zombies,
 )
 from tests.servers import ServerHandle
+from tests.waiting import eventually, wait_until, waiting_in
 
 MiB = 2**20
 
@@ -34,20 +35,22 @@ def _marked(argv: list[str], marker: str) -> list[str]:
     return [*argv[:-1], argv[-1] + f"# {marker}\n"]
 
 
+def _carrying(server: ServerHandle, marker: str) -> list[str]:
+    """Processes below the server whose command line holds ``marker`` ("pid status")."""
+    found = []
+    for p in server_tree(server.popen.pid):
+        try:
+            if marker in " ".join(p.cmdline()):
+                found.append(f"{p.pid} {p.status()}")
+        except Exception:
+            continue
+    return found
+
+
 def _wait_gone(server: ServerHandle, marker: str, timeout: float) -> list[str]:
     """Wait until no process below the server carries ``marker``; returns the survivors."""
-    end = time.monotonic() + timeout
-    while True:
-        left = []
-        for p in server_tree(server.popen.pid):
-            try:
-                if marker in " ".join(p.cmdline()):
-                    left.append(f"{p.pid} {p.status()}")
-            except Exception:
-                continue
-        if not left or time.monotonic() > end:
-            return left
-        time.sleep(0.1)
+    eventually(lambda: not _carrying(server, marker), timeout, interval=0.1)
+    return _carrying(server, marker)
 
 
 def _assert_server_healthy(server: ServerHandle) -> None:
@@ -147,7 +150,11 @@ def test_waiters_of_every_kind_fail_together_on_a_drop(
             threads = [threading.Thread(target=waiter, args=(j,)) for j in jobs]
             for t in threads:
                 t.start()
-            time.sleep(0.3)
+            wait_until(
+                lambda: all(waiting_in(t, "_wait_until") for t in threads),
+                10,
+                "not every waiter is waiting for its process",
+            )
             proxy.cut()
             start = time.monotonic()
             for t in threads:

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from tests.reliability.conftest import start_server
 from tests.reliability.reliability_support import server_tree, wait_children_at_most
 from tests.servers import ConnectionClosed, RawConn, ServerHandle
+from tests.waiting import wait_until
 from tests.wire_methods import NOT_FUZZED, REQUEST_METHODS
 
 ALLOWED_CODES = {-32600, -32601, -32602, -32603, -32004, -32010}
@@ -121,6 +122,11 @@ class Fuzzer:
         self.drop()
 
 
+def _peer_ports(pid: int) -> set[int]:
+    """Remote ports of the TCP connections process ``pid`` holds open."""
+    return {c.raddr.port for c in psutil.Process(pid).net_connections("tcp") if c.raddr}
+
+
 def close_raw(conn: RawConn) -> None:
     """Close a RawConn for real: websocket-client's close() returns without closing the
     socket once it has seen the server's close frame, and the server would wait for our FIN."""
@@ -181,21 +187,29 @@ def server() -> Iterator[ServerHandle]:
         warm = RawConn(handle.url)
         warm.handshake("warm-up")
         warm.result("environment/status", {})
+        assert warm.ws.sock is not None
+        warm_port = warm.ws.sock.getsockname()[1]
         close_raw(warm)
-        time.sleep(0.5)
+        # The baseline is taken once the server let go of the warm-up connection's socket.
+        wait_until(
+            lambda: warm_port not in _peer_ports(handle.popen.pid),
+            10,
+            "the server kept the warm-up connection open",
+            interval=0.05,
+        )
         baseline_fds = psutil.Process(handle.popen.pid).num_fds()
         yield handle
         # Every connection is closed now: sessions expire after the short grace, their
         # processes are killed, and every descriptor they held is released.
         left = wait_children_at_most(handle.popen.pid, 0, timeout=20)
         assert left == [], [(p.pid, p.name()) for p in left]
-        end = time.monotonic() + 10
-        while True:
-            fds = psutil.Process(handle.popen.pid).num_fds()
-            if fds <= baseline_fds + 2 or time.monotonic() > end:
-                break
-            time.sleep(0.2)
-        assert fds <= baseline_fds + 2, f"server fds {baseline_fds} -> {fds}"
+        limit = baseline_fds + 2
+        wait_until(
+            lambda: psutil.Process(handle.popen.pid).num_fds() <= limit,
+            10,
+            lambda: f"server fds {baseline_fds} -> {psutil.Process(handle.popen.pid).num_fds()}",
+            interval=0.2,
+        )
         assert handle.alive()
     finally:
         handle.stop()
@@ -613,10 +627,12 @@ def test_many_handles_hit_the_limit_and_are_released_with_the_connection(
     got = fuzzer.request("fs/readBlock", {"handleId": "h127", "offset": 0, "len": 4})
     assert base64.b64decode(got["result"]["chunk"]) == b"0123"
     fuzzer.drop()
-    end = time.monotonic() + 10
-    while psutil.Process(server_pid).num_fds() > before and time.monotonic() < end:
-        time.sleep(0.1)
-    assert psutil.Process(server_pid).num_fds() <= before
+    wait_until(
+        lambda: psutil.Process(server_pid).num_fds() <= before,
+        10,
+        lambda: f"server fds {before} -> {psutil.Process(server_pid).num_fds()}",
+        interval=0.1,
+    )
 
 
 @pytest.mark.timeout(60)
@@ -649,10 +665,7 @@ def test_many_processes_at_once_are_all_reaped(fuzzer: Fuzzer, scratch: Scratch)
                     found.append(f"{p.pid} {p.status()}")
         return found
 
-    deadline = time.monotonic() + 10
-    while still_there() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert still_there() == []
+    wait_until(lambda: not still_there(), 10, lambda: f"not reaped: {still_there()}", interval=0.1)
 
 
 @pytest.mark.timeout(60)
@@ -667,18 +680,21 @@ def test_oversized_message_then_silent_client_does_not_pin_the_session(
         with contextlib.suppress(Exception):
             conn.ws.send(b"A" * (20 * 2**20))  # one frame above the 16 MiB limit
         assert conn.closed(timeout=10)
+
         # The client now neither reads nor closes. The server should give up on the closing
         # handshake after its close timeout, detach the session, and let it expire (3 s).
-        deadline = time.monotonic() + 12
-        while time.monotonic() < deadline:
+        def pinned() -> bool:
             names = []
             for p in server_tree(server_pid):
                 with contextlib.suppress(psutil.Error):
                     names.append(" ".join(p.cmdline()))
-            if not any("sleep 300" in n for n in names):
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the pinned session's process is still running after 12 s")
+            return any("sleep 300" in n for n in names)
+
+        wait_until(
+            lambda: not pinned(),
+            12,
+            "the pinned session's process is still running",
+            interval=0.2,
+        )
     finally:
         close_raw(conn)

@@ -14,6 +14,7 @@ Against codex 0.169.0 the full size (8 threads x 1,000 calls, 10 rounds) runs by
 from __future__ import annotations
 
 import gc
+import re
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from execsdk.client import Client
 from tests.reliability.conftest import OURS_GRACE, start_server
 from tests.reliability.reliability_support import rss, server_tree, wait_children_at_most
 from tests.servers import CODEX_G2, ServerHandle, require_binary, start_codex
+from tests.waiting import wait_until
 
 MiB = 2**20
 RSS_SLACK = 20 * MiB
@@ -44,13 +46,16 @@ def _server_rss(server: ServerHandle) -> int:
 
 
 def _rounds(
-    one_round: Callable[[], None], server: ServerHandle, settle: float = 0.0
+    one_round: Callable[[], None],
+    server: ServerHandle,
+    settle: Callable[[bool], None] | None = None,
 ) -> list[tuple[int, int, float]]:
     """Run ``ROUNDS`` rounds; returns (client RSS, server RSS, seconds) after each.
 
-    ``settle``: seconds to wait before the two samples that are compared (after round 2 and
-    after the last), so the work still legitimately held then (detached sessions waiting out
-    their grace period) is gone at both.
+    ``settle(compared)`` runs before each sample: it waits until the server let go of what the
+    round left behind and, before the two samples that are compared (after round 2 and after
+    the last, ``compared`` True), also of the work still legitimately held (detached sessions
+    waiting out their grace period), so both compare the same state.
     """
     samples = []
     for index in range(ROUNDS):
@@ -58,11 +63,27 @@ def _rounds(
         one_round()
         took = time.monotonic() - start
         gc.collect()
-        time.sleep(0.2)  # let the server finish forgetting what the round left behind
-        if settle and index in (1, ROUNDS - 1):
-            time.sleep(settle)
+        if settle is not None:
+            settle(index in (1, ROUNDS - 1))
         samples.append((rss(), _server_rss(server), took))
     return samples
+
+
+def _sessions(server: ServerHandle, what: str) -> int:
+    """How many sessions a verbose server of ours logged as ``what`` ("created", "detached",
+    "expired")."""
+    return len(re.findall(rf"session \S+ {what}\b", server.stderr_text()))
+
+
+def _sessions_settled(server: ServerHandle, *, expired: bool) -> None:
+    """Wait until every session the server created is detached, or (``expired``) gone."""
+    what = "expired" if expired else "detached"
+    wait_until(
+        lambda: _sessions(server, what) == _sessions(server, "created"),
+        OURS_GRACE + 30,
+        lambda: f"{_sessions(server, what)} of {_sessions(server, 'created')} sessions {what}",
+        interval=0.05,
+    )
 
 
 def _report(samples: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
@@ -82,7 +103,7 @@ def _assert_no_growth(samples: list[tuple[int, int, float]]) -> None:
 
 @pytest.fixture(scope="module")
 def ours() -> Iterator[ServerHandle]:
-    handle = start_server("ours")
+    handle = start_server("ours", verbose=True)  # it logs each session's end
     try:
         yield handle
     finally:
@@ -137,7 +158,7 @@ def test_many_connections_with_many_processes_complete_without_leaking(
     samples = _rounds(
         lambda: _connections_round(ours.url, connections, per_connection),
         ours,
-        settle=OURS_GRACE + 1.5,
+        lambda compared: _sessions_settled(ours, expired=compared),
     )
     _assert_no_growth(samples)
     # Every process was reaped and every session cleaned up.

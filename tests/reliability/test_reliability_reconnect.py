@@ -9,12 +9,14 @@ live process fails with ``SessionLost`` and nothing hangs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 import execsdk
@@ -22,16 +24,18 @@ from execsdk import errors
 from execsdk._rpc.bus import Gap
 from execsdk.client import Client, Reconnect
 from tests.faultproxy import FaultProxy
-from tests.reliability.conftest import G2_KINDS, start_server
+from tests.reliability.conftest import G2_KINDS, OURS_GRACE, start_server
 from tests.reliability.reliability_support import (
     crash,
     describe_mismatch,
     expected_stream,
     no_fd_leak,
     reap,
+    server_tree,
     stream_script,
 )
 from tests.servers import ServerHandle
+from tests.waiting import log_rpc_frames, logged_requests, wait_until, waiting_in
 
 MiB = 2**20
 STREAM = 64 * MiB
@@ -45,6 +49,22 @@ FAST = Reconnect(max_wait=20.0, backoff=0.05, max_backoff=0.5)
 def _no_eviction_warnings(caplog: pytest.LogCaptureFixture) -> None:
     evicted = [r.getMessage() for r in caplog.records if "gone from the server" in r.getMessage()]
     assert evicted == []
+
+
+def _sent_methods(caplog: pytest.LogCaptureFixture, skip: int = 0) -> set[str]:
+    """Methods of the requests the client has registered and is writing (or wrote), leaving
+    out the first ``skip``: a request is logged after it is pending, just before it is sent."""
+    return {str(r["method"]) for r in logged_requests(caplog)[skip:]}
+
+
+def _running_on(server: ServerHandle, marker: str) -> list[psutil.Process]:
+    """Processes below the server whose command line holds ``marker``, zombies left out."""
+    found = []
+    for p in server_tree(server.popen.pid):
+        with contextlib.suppress(psutil.Error):
+            if marker in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+    return found
 
 
 def _consume(
@@ -98,9 +118,13 @@ def test_many_processes_across_a_drop_each_arrive_exactly_once(
         threads = [threading.Thread(target=drain, args=(i,)) for i in range(5)]
         for t in threads:
             t.start()
-        time.sleep(0.7)
+        # Cut once 4 MiB of the ~27 MiB of notifications went through, and again once the
+        # client reconnected and 4 MiB more came: both drops land in the middle of the output.
+        proxy.wait_bytes("s2c", proxy.bytes_s2c + 4 * MiB)
+        links = proxy.accepted
         proxy.cut()
-        time.sleep(0.5)
+        proxy.wait_links(links + 1)
+        proxy.wait_bytes("s2c", proxy.bytes_s2c + 4 * MiB)
         proxy.cut()
         for t in threads:
             t.join(60)
@@ -115,11 +139,15 @@ def test_many_processes_across_a_drop_each_arrive_exactly_once(
 def test_process_that_ends_while_disconnected_reports_output_and_exit_code(
     g2_server: ServerHandle, proxy: FaultProxy
 ) -> None:
+    marker = f"ends-{uuid.uuid4().hex[:8]}"
+    script = f"sleep 0.5; echo done; echo err >&2; exit 5 # {marker}"
     with no_fd_leak(), execsdk.connect(proxy.url, timeout=30, reconnect=FAST) as env:
         proxy.refuse(True)
-        proc = env.spawn(["sh", "-c", "sleep 0.5; echo done; echo err >&2; exit 5"])
+        proc = env.spawn(["sh", "-c", script])
         proxy.cut()
-        time.sleep(1.5)  # the program runs to its end while nobody is connected
+        # The program runs to its end while nobody is connected.
+        wait_until(lambda: not _running_on(g2_server, marker), 10, "the program did not end")
+        assert proxy.open_links == 0
         proxy.refuse(False)
         out, err = proc.communicate(timeout=30)
         assert (out, err, proc.returncode) == (b"done\n", b"err\n", 5)
@@ -156,8 +184,9 @@ def test_call_made_while_reconnecting_waits_for_the_new_link(
         result: list[object] = []
         t = threading.Thread(target=lambda: result.append(env.fs.exists("/")))
         t.start()
-        time.sleep(0.5)
-        assert result == []  # still waiting
+        wait_until(lambda: waiting_in(t, "_usable"), 5, "the call is not waiting for a link")
+        proxy.wait_links(proxy.accepted + 1)  # another attempt was refused meanwhile
+        assert t.is_alive() and result == []  # still waiting
         proxy.refuse(False)
         t.join(10)
         assert result == [True]
@@ -181,8 +210,9 @@ def test_call_timeout_while_reconnecting_raises_connection_lost(
 
 @pytest.mark.timeout(60)
 def test_in_flight_read_is_retried_and_in_flight_change_is_not(
-    g2_server: ServerHandle, proxy: FaultProxy
+    g2_server: ServerHandle, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
+    log_rpc_frames(caplog)
     path = f"/tmp/execsdk-rel-{uuid.uuid4().hex[:8]}"
     with no_fd_leak(), execsdk.connect(proxy.url, timeout=30, reconnect=FAST) as env:
         env.fs.write_bytes(path, b"content")
@@ -195,6 +225,7 @@ def test_in_flight_read_is_retried_and_in_flight_change_is_not(
                 outcomes[name] = exc
 
         proxy.stall("c2s")  # the requests leave the client but never reach the server
+        earlier = len(logged_requests(caplog))
         threads = [
             threading.Thread(target=run, args=("read", lambda: env.fs.read_bytes(path))),
             threading.Thread(target=run, args=("stat", lambda: env.fs.stat(path).size)),
@@ -202,7 +233,13 @@ def test_in_flight_read_is_retried_and_in_flight_change_is_not(
         ]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        # One request each is in flight (read_bytes begins with fs/getMetadata).
+        wait_until(
+            lambda: len(logged_requests(caplog)) - earlier == 3,
+            10,
+            lambda: f"sent only {_sent_methods(caplog, earlier)}",
+        )
+        assert "fs/remove" in _sent_methods(caplog, earlier)
         proxy.cut()
         proxy.resume("c2s")
         for t in threads:
@@ -222,6 +259,7 @@ def test_in_flight_write_with_a_write_id_is_delivered_once(
         proc = env.spawn(["head", "-c", "6"], stdin=True)
         proxy.stall("s2c")  # the write reaches the server; its answer is held back
         before = proxy.bytes_c2s
+        sent = proxy.received("s2c")
         wrote: list[object] = []
 
         def write() -> None:
@@ -233,7 +271,8 @@ def test_in_flight_write_with_a_write_id_is_delivered_once(
         writer = threading.Thread(target=write)
         writer.start()
         proxy.wait_bytes("c2s", before + 50, timeout=5)
-        time.sleep(0.3)
+        # The server wrote the bytes and answered; the stalled proxy holds the answer back.
+        wait_until(lambda: proxy.received("s2c") > sent, 5, "the server did not answer the write")
         proxy.cut()
         proxy.resume("s2c")
         writer.join(20)
@@ -300,7 +339,7 @@ def test_server_restart_fails_live_processes_with_session_lost(own_server: Serve
 
 @pytest.mark.timeout(60)
 def test_grace_period_over_fails_live_processes_with_session_lost() -> None:
-    server = start_server("ours")  # grace: OURS_GRACE seconds
+    server = start_server("ours", verbose=True)  # grace: OURS_GRACE seconds
     try:
         with (
             no_fd_leak(),
@@ -308,9 +347,15 @@ def test_grace_period_over_fails_live_processes_with_session_lost() -> None:
             execsdk.connect(proxy.url, timeout=30, reconnect=FAST) as env,
         ):
             proc = env.spawn(["sleep", "60"])
+            session = env.session_id
             proxy.refuse(True)
             proxy.cut()
-            time.sleep(4.5)  # longer than the server's grace
+            wait_until(
+                lambda: f"session {session} expired" in server.stderr_text(),
+                OURS_GRACE + 10,
+                "the server did not let the session expire",
+                interval=0.05,
+            )
             proxy.refuse(False)
             with pytest.raises(errors.SessionLost):
                 proc.wait(timeout=20)
@@ -348,8 +393,9 @@ def test_close_while_reconnecting_is_prompt(g2_server: ServerHandle, proxy: Faul
         env = execsdk.connect(proxy.url, timeout=30, reconnect=FAST)
         proc = env.spawn(["sleep", "30"])
         proxy.refuse(True)
+        links = proxy.accepted
         proxy.cut()
-        time.sleep(0.3)
+        proxy.wait_links(links + 1)  # reconnecting: an attempt was refused
         start = time.monotonic()
         env.close()
         assert time.monotonic() - start < 2.0
@@ -361,8 +407,9 @@ def test_close_while_reconnecting_is_prompt(g2_server: ServerHandle, proxy: Faul
 
 @pytest.mark.timeout(60)
 def test_without_retries_an_in_flight_read_fails_with_connection_lost(
-    g2_server: ServerHandle, proxy: FaultProxy
+    g2_server: ServerHandle, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
+    log_rpc_frames(caplog)
     policy = Reconnect(max_wait=20, backoff=0.05, retry_idempotent=False)
     with no_fd_leak(), execsdk.connect(proxy.url, timeout=30, reconnect=policy) as env:
         outcome: list[object] = []
@@ -374,9 +421,14 @@ def test_without_retries_an_in_flight_read_fails_with_connection_lost(
                 outcome.append(exc)
 
         proxy.stall("c2s")
+        earlier = len(logged_requests(caplog))
         t = threading.Thread(target=read)
         t.start()
-        time.sleep(0.3)
+        wait_until(
+            lambda: "environment/status" in _sent_methods(caplog, earlier),
+            10,
+            "the read was not sent",
+        )
         proxy.cut()
         proxy.resume("c2s")
         t.join(10)
@@ -396,7 +448,6 @@ def test_client_subscriptions_and_handlers_survive_a_reconnect(
         with client.events.subscription(methods={"process/closed"}) as sub:
             pid = f"sub-{uuid.uuid4().hex[:8]}"
             client.process_start(process_id=pid, argv=["sleep", "1"], cwd="/tmp", env={})
-            time.sleep(0.2)
             proxy.cut()
             event = sub.get(timeout=10)
         assert not isinstance(event, Gap) and event.params["processId"] == pid

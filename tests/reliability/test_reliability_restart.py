@@ -22,6 +22,7 @@ from tests.faultproxy import FaultProxy
 from tests.reliability.conftest import G2_KINDS, start_server
 from tests.reliability.reliability_support import crash, no_fd_leak, reap, wait_no_zombies
 from tests.servers import ServerHandle
+from tests.waiting import wait_until, waiting_in
 
 
 @pytest.fixture(params=G2_KINDS)
@@ -66,7 +67,11 @@ def test_server_killed_fails_every_waiter_and_restart_refuses_the_old_session(
             threads = [threading.Thread(target=waiter, args=(j,)) for j in jobs]
             for t in threads:
                 t.start()
-            time.sleep(0.3)
+            wait_until(
+                lambda: all(waiting_in(t, "_wait_until") for t in threads),
+                10,
+                "not every waiter is waiting for its process",
+            )
             start = time.monotonic()
             orphans = crash(server)
             assert len(orphans) >= 3  # the three sleeps outlive a SIGKILLed server

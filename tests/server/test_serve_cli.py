@@ -22,6 +22,7 @@ import pytest
 import websocket
 
 from tests.servers import RawConn, ServerHandle, b64, start_ours
+from tests.waiting import eventually, pid_gone
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -56,14 +57,7 @@ def _upgrade_headers(**extra: str) -> dict[str, str]:
 
 
 def _pid_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
+    return eventually(lambda: pid_gone(pid), timeout, interval=0.05)
 
 
 def _child_pid(conn: RawConn, process_id: str) -> int:

@@ -26,6 +26,7 @@ import websocket
 import execsdk
 from execsdk.server.outbox import Outbox
 from tests.servers import ServerHandle, start_ours
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -77,6 +78,8 @@ class _Client:
 
     def close(self) -> None:
         self.ws.close(timeout=2)
+        # close() leaves the socket open once the server's close frame was read.
+        self.ws.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _children_running(server: ServerHandle, name: str) -> list[psutil.Process]:
@@ -88,6 +91,19 @@ def _children_running(server: ServerHandle, name: str) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+def _children_held(server: ServerHandle, name: str) -> list[psutil.Process]:
+    """Children called ``name`` that are asleep. ``head -c N /dev/zero`` never waits for its
+    input, so asleep means blocked writing to a pipe that the server no longer empties."""
+    held = []
+    for child in _children_running(server, name):
+        try:
+            if child.status() == psutil.STATUS_SLEEPING:
+                held.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return held
 
 
 class _Stream:
@@ -143,7 +159,7 @@ def test_slow_reader_receives_every_byte_while_the_process_is_slowed_down(
             stream.feed(conn.recv())
             ahead = stream.size / rate - elapsed
             if ahead > 0:
-                time.sleep(ahead)
+                time.sleep(ahead)  # the reading pace is the behaviour under test
                 rss_peak = max(rss_peak, server_proc.memory_info().rss)
             if elapsed > 2.0 and not cat_alive_while_slow:
                 cat_alive_while_slow = bool(_children_running(server, "cat"))
@@ -169,8 +185,10 @@ def test_other_connection_streams_at_full_speed_while_one_client_stalls(
     stalled = _Client(server.url)
     try:
         stalled.start("big", ["head", "-c", str(96 * MIB), "/dev/zero"], tmp_path)
-        time.sleep(0.5)  # the stalled client reads nothing: its process must be held
-        assert _children_running(server, "head"), "the stalled client's process already ended"
+        # The stalled client reads nothing: its process must be held, blocked in write().
+        wait_until(
+            lambda: _children_held(server, "head"), 15, "the stalled client's process is not held"
+        )
         began = time.monotonic()
         with execsdk.connect(server.url, timeout=60) as env:
             result = env.run(["head", "-c", str(32 * MIB), "/dev/zero"], timeout=60)
@@ -193,13 +211,16 @@ def test_a_stalled_connection_that_goes_away_lets_its_processes_run_on(
 ) -> None:
     stalled = _Client(server.url)
     stalled.start("held", ["head", "-c", str(64 * MIB), "/dev/zero"], tmp_path)
-    time.sleep(0.5)
-    assert _children_running(server, "head"), "the stalled client's process already ended"
+    wait_until(
+        lambda: _children_held(server, "head"), 15, "the stalled client's process is not held"
+    )
     stalled.close()  # detached: notifications are dropped, so nothing may stay paused
-    deadline = time.monotonic() + 15
-    while _children_running(server, "head") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _children_running(server, "head"), "still paused after its connection went away"
+    wait_until(
+        lambda: not _children_running(server, "head"),
+        15,
+        "still paused after its connection went away",
+        interval=0.05,
+    )
     resumed = _Client(server.url, resume=stalled.session_id)
     try:
         state = resumed.result("process/read", {"processId": "held", "waitMs": 10_000})
@@ -213,10 +234,12 @@ def test_a_stalled_connection_that_goes_away_lets_its_processes_run_on(
 
 def test_outbox_pauses_above_high_water_and_resumes_below_low_water() -> None:
     gate = threading.Event()
+    entered = threading.Event()
     sent: list[bytes] = []
     changes: list[bool] = []
 
     def send(batch: list[bytes]) -> None:
+        entered.set()
         gate.wait(10)
         sent.extend(batch)
 
@@ -224,7 +247,8 @@ def test_outbox_pauses_above_high_water_and_resumes_below_low_water() -> None:
     outbox.set_flow_listener(lambda: changes.append(outbox.output_paused))
     try:
         assert outbox.put_reply("r" * 5000)  # taken by the blocked writer, never counted
-        time.sleep(0.1)
+        assert entered.wait(5), "the writer did not take the first reply"
+        assert outbox.queued_bytes == 0
         assert outbox.put_reply("r" * 2000)  # replies never pause anything
         assert not outbox.output_paused and changes == []
         for _ in range(5):
@@ -233,9 +257,7 @@ def test_outbox_pauses_above_high_water_and_resumes_below_low_water() -> None:
         assert outbox.put("o" * 200, output=True)
         assert outbox.output_paused and changes == [True]
         gate.set()
-        deadline = time.monotonic() + 5
-        while outbox.queued_bytes and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: outbox.queued_bytes == 0, 5, "the writer did not empty the queue")
         assert not outbox.output_paused and changes == [True, False]
         assert len(sent) == 8
     finally:
@@ -291,13 +313,6 @@ class _RecordingSend:
         return [m for _, batch in self.sent for m in batch]
 
 
-def _wait_for(predicate: Any, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def test_outbox_direct_reply_is_sent_by_the_caller_when_nothing_waits() -> None:
     send = _RecordingSend()
     outbox = Outbox(send, name="writer")
@@ -306,7 +321,7 @@ def test_outbox_direct_reply_is_sent_by_the_caller_when_nothing_waits() -> None:
         # Sent before put_reply returned, on this thread: no hand-over to the writer.
         assert send.sent == [(threading.current_thread().name, [b"r1"])]
         assert outbox.put_reply(b"r2")  # not direct: the writer sends it
-        _wait_for(lambda: len(send.sent) == 2)
+        wait_until(lambda: len(send.sent) == 2, 5, lambda: f"sent {send.sent}")
         assert send.sent[1] == ("writer", [b"r2"])
     finally:
         outbox.close()
@@ -322,7 +337,9 @@ def test_outbox_direct_reply_waits_its_turn_and_never_sends_beside_another_sende
         assert outbox.put_reply(b"r1", direct=True)  # someone is sending: queued instead
         assert outbox.put(b"n2")
         send.hold.set()
-        _wait_for(lambda: send.messages() == [b"n1", b"r1", b"n2"])
+        wait_until(
+            lambda: send.messages() == [b"n1", b"r1", b"n2"], 5, lambda: f"sent {send.messages()}"
+        )
         assert {name for name, _ in send.sent} == {"writer"}
 
         # Now a direct sender is held inside send: everything queued meanwhile waits for it.
@@ -333,11 +350,13 @@ def test_outbox_direct_reply_waits_its_turn_and_never_sends_beside_another_sende
         assert send.entered.wait(5)
         assert outbox.put(b"n3")
         assert outbox.put_reply(b"r3", direct=True)  # busy: queued, returns at once
+        # A window for a wrong writer to jump in: when all is right nothing happens, so there
+        # is no event to wait for. Whoever enters send() counts itself in `active` at once.
         time.sleep(0.1)
-        assert send.messages() == [b"n1", b"r1", b"n2"]  # the writer did not jump in
+        assert send.active == 1, "the writer sent beside the held direct sender"
         send.hold.set()
         direct.join(5)
-        _wait_for(lambda: len(send.messages()) == 6)
+        wait_until(lambda: len(send.messages()) == 6, 5, lambda: f"sent {send.messages()}")
         assert send.messages()[3:] == [b"r2", b"r3", b"n3"]  # queued answers before events
         assert not send.overlap
     finally:
@@ -375,7 +394,8 @@ def test_outbox_drain_waits_for_a_direct_sender() -> None:
         assert outbox.put(b"n1")
         closer = threading.Thread(target=outbox.close, kwargs={"drain": True})
         closer.start()
-        time.sleep(0.1)
+        wait_until(lambda: outbox.closed, 5, "close() did not begin")
+        assert closer.is_alive(), "close(drain=True) returned before n1 was sent"
         send.hold.set()
         closer.join(5)
         direct.join(5)

@@ -26,6 +26,7 @@ import websocket
 
 from execsdk.server.outbox import DEFAULT_OUTPUT_HIGH_WATER, Outbox
 from execsdk.server.ws import WsServer
+from tests.waiting import wait_until, waiting_in
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,6 +79,8 @@ class _Client:
 
     def close(self) -> None:
         self.ws.close(timeout=2)
+        # close() leaves the socket open once the server's close frame was read.
+        self.ws.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _start(client: _Client, process_id: str, argv: list[str], cwd: Path) -> None:
@@ -102,19 +105,21 @@ def test_a_reply_overtakes_the_output_queued_for_a_slow_client(
         _start(client, "big", ["head", "-c", str(total), "/dev/zero"], tmp_path)
         outbox = _outbox(server, client.session_id)
         # The client reads nothing for a while: output piles up until the process is paused.
-        deadline = time.monotonic() + 20
-        while outbox.queued_bytes < DEFAULT_OUTPUT_HIGH_WATER and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(
+            lambda: outbox.queued_bytes >= DEFAULT_OUTPUT_HIGH_WATER,
+            20,
+            lambda: f"only {outbox.queued_bytes} bytes queued",
+        )
         queued = outbox.queued_bytes
-        assert queued >= DEFAULT_OUTPUT_HIGH_WATER, f"only {queued} bytes queued"
 
         rid = client.request("fs/getMetadata", {"path": tmp_path.as_uri()})
         # Still not reading, the server takes the request in and queues the answer (its writer
         # waits for the socket without blocking the receiving side).
-        deadline = time.monotonic() + 5
-        while outbox.queued_bytes <= queued and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert outbox.queued_bytes > queued, "the request was not answered while output waited"
+        wait_until(
+            lambda: outbox.queued_bytes > queued,
+            5,
+            "the request was not answered while output waited",
+        )
 
         # Now read slowly. Ahead of the answer is only what the kernel's socket buffers
         # (TCP_NOTSENT_LOWAT keeps the unsent part small) and the batch being written held,
@@ -133,7 +138,7 @@ def test_a_reply_overtakes_the_output_queued_for_a_slow_client(
             before_reply += len(raw)
             ahead = before_reply / rate - (time.monotonic() - began)
             if ahead > 0:
-                time.sleep(ahead)
+                time.sleep(ahead)  # the slow reading pace is the behaviour under test
         took = time.monotonic() - began
         assert reply["result"]["isDirectory"] is True
         assert before_reply < 2 * MIB, (before_reply, queued)
@@ -171,19 +176,22 @@ def test_long_polls_end_when_their_connection_goes_away(server: WsServer, tmp_pa
     _start(client, "quiet", ["sleep", "60"], tmp_path)
     for _ in range(polls):
         client.request("process/read", {"processId": "quiet", "afterSeq": 0, "waitMs": wait_ms})
-    deadline = time.monotonic() + 10
-    while len(_pollers() - idle) < polls and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(
+        lambda: len(_pollers() - idle) >= polls,
+        10,
+        lambda: f"{len(_pollers() - idle)} long polls waiting",
+    )
     busy = _pollers() - idle
     assert len(busy) == polls, f"{len(busy)} long polls waiting"
 
     client.close()
     gone = time.monotonic()
-    deadline = gone + 5
-    while any(t.is_alive() for t in busy) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(
+        lambda: not any(t.is_alive() for t in busy),
+        5,
+        "long polls still waiting after the disconnect",
+    )
     freed = time.monotonic() - gone
-    assert not any(t.is_alive() for t in busy), "long polls still waiting after the disconnect"
     assert freed < 3.0, f"the workers were freed after {freed:.2f}s"
 
     # The session outlived its connection and serves a new one at once.
@@ -239,7 +247,11 @@ def test_cancelling_a_poll_scope_ends_only_its_own_waits(tmp_path: Path) -> None
         ]
         for thread in threads:
             thread.start()
-        time.sleep(0.3)  # all four are waiting
+        wait_until(
+            lambda: all(waiting_in(t, "read") for t in threads),
+            5,
+            lambda: f"not all four are waiting in read(); ended: {sorted(ended)}",
+        )
         assert not ended
         cancelled = time.monotonic()
         scope.cancel()
@@ -250,8 +262,14 @@ def test_cancelling_a_poll_scope_ends_only_its_own_waits(tmp_path: Path) -> None
         began = time.monotonic()
         backend.read("q", after_seq=0, wait_ms=20_000, scope=scope)  # cancelled: no wait
         assert time.monotonic() - began < 1.0
-        time.sleep(0.2)
-        assert set(ended) == {"a", "b"}  # the other scope's and the unscoped wait go on
+        # The other scope's and the unscoped wait go on (the cancel woke them on the shared
+        # condition: they are back waiting once they saw it was not theirs).
+        wait_until(
+            lambda: all(waiting_in(t, "read") for t in threads[2:]),
+            5,
+            lambda: f"the other waits did not go on; ended: {sorted(ended)}",
+        )
+        assert set(ended) == {"a", "b"}
         backend.terminate("q")  # the process closes: the remaining waits end too
         for thread in threads[2:]:
             thread.join(5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from execsdk import errors
 from execsdk._local.childenv import CORE_ENV_VARS, build_child_env
 from execsdk._local.processes import LocalProcessBackend
 from execsdk.backends import EnvPolicy, ProcessBackend, ProcessSpec, Stream
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 
@@ -91,6 +93,36 @@ def _alive(pid: int) -> bool:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
+
+
+def _asleep_in(pid: int, name: str) -> bool:
+    """True while ``pid`` runs the program ``name`` (its exec is done) and sleeps. ``head -c N
+    /dev/zero`` never waits for its input: asleep, it is blocked writing its output."""
+    try:
+        proc = psutil.Process(pid)
+        return bool(proc.name() == name and proc.status() == psutil.STATUS_SLEEPING)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _running(pid: int, name: str) -> bool:
+    """True once ``pid`` runs the program ``name``: its exec is done, its signal handling is
+    the program's own."""
+    try:
+        return bool(psutil.Process(pid).name() == name)
+    except psutil.NoSuchProcess:
+        return False
+
+
+_markers = itertools.count(1)
+
+
+def _io_round_trip(b: LocalProcessBackend) -> None:
+    """Run a process through the backend's one I/O thread until its exit is delivered: every
+    event the thread took up before has been delivered (or dropped) by then."""
+    marker = Recorder()
+    b.start(f"marker-{next(_markers)}", ProcessSpec(["true"]), marker)
+    marker.wait_for(lambda: marker.exit_code() is not None)
 
 
 def _io_threads() -> list[threading.Thread]:
@@ -183,10 +215,7 @@ def test_terminate_kills_background_grandchild_and_reports_137(
     assert backend.terminate("t") is True
     rec.wait_closed()
     assert rec.exit_code() == 137
-    deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(grandchild)
+    wait_until(lambda: not _alive(grandchild), 5, "the grandchild survived", interval=0.02)
     assert backend.terminate("t") is False
 
 
@@ -197,7 +226,7 @@ def test_background_child_holding_stdout_keeps_process_unclosed_until_terminate(
     rec = Recorder()
     backend.start("bg", ProcessSpec(["sh", "-c", "sleep 100 & exit 0"]), rec)
     rec.wait_for(lambda: rec.exit_code() is not None)
-    time.sleep(0.2)
+    _io_round_trip(backend)  # a wrong "closed" would have been delivered by now
     assert not rec.closed
     assert backend.terminate("bg") is False  # exited already, but the group gets killed
     rec.wait_closed()
@@ -489,7 +518,9 @@ def test_child_closing_its_stdin_early_drops_the_queue_quietly(
 def test_interrupt_sleep_exits_130(backend: LocalProcessBackend) -> None:
     rec = Recorder()
     backend.start("s", ProcessSpec(["sleep", "30"]), rec)
-    time.sleep(0.1)
+    pid = backend.pid("s")
+    assert pid is not None
+    wait_until(lambda: _running(pid, "sleep"), 5, "sleep did not start")
     backend.interrupt("s")
     rec.wait_closed()
     assert rec.exit_code() == 130
@@ -515,7 +546,9 @@ def test_interrupt_works_when_this_process_ignores_sigint(backend: LocalProcessB
         backend.start("s", ProcessSpec(["sleep", "30"]), rec)
     finally:
         signal.signal(signal.SIGINT, old)
-    time.sleep(0.1)
+    pid = backend.pid("s")
+    assert pid is not None
+    wait_until(lambda: _running(pid, "sleep"), 5, "sleep did not start")
     backend.interrupt("s")
     rec.wait_closed()
     assert rec.exit_code() == 130
@@ -616,11 +649,19 @@ def test_retention_keeps_only_the_last_mib(backend: LocalProcessBackend) -> None
 def test_closed_record_is_forgotten_after_retain_after_close() -> None:
     b = LocalProcessBackend(retain_after_close=0.5)
     try:
+        began = time.monotonic()
         run(b, ["echo", "x"], pid="f")
         assert b.read("f").closed
-        time.sleep(0.7)
-        with pytest.raises(errors.ProcessNotFound):
-            b.read("f")
+
+        def forgotten() -> bool:
+            try:
+                b.read("f")
+            except errors.ProcessNotFound:
+                return True
+            return False
+
+        wait_until(forgotten, 5, "the record was kept", interval=0.05)
+        assert time.monotonic() - began >= 0.5  # not before its retention ran out
         assert b.write("f", b"x") == "unknownProcess"
         assert run(b, ["echo", "again"], pid="f").data() == b"again\n"  # id reusable
     finally:
@@ -637,7 +678,9 @@ def test_release_stops_delivery_but_keeps_the_record(backend: LocalProcessBacken
     backend.release("r")
     res = backend.read("r", after_seq=0, wait_ms=5000)
     assert [c.data for c in res.chunks] == [b"after\n"]
-    time.sleep(0.1)
+    while not res.closed:
+        res = backend.read("r", after_seq=res.next_seq - 1, wait_ms=5000)
+    _io_round_trip(backend)  # whatever the I/O thread had for "r" was delivered by now
     assert rec.events == []
 
 
@@ -794,9 +837,8 @@ def test_close_reports_lost_when_an_escaped_child_holds_the_output() -> None:
     try:
         rec.wait_for(lambda: b"\n" in rec.data() and rec.exit_code() is not None)
         escaped = int(rec.data().decode())
-        deadline = time.monotonic() + 5
-        while os.getsid(escaped) != escaped and time.monotonic() < deadline:
-            time.sleep(0.01)  # setsid runs in the background job: wait until it did
+        # setsid runs in the background job: wait until it did.
+        wait_until(lambda: os.getsid(escaped) == escaped, 5, "setsid did not run")
         t0 = time.monotonic()
         b.close(timeout=0.5)
         assert time.monotonic() - t0 < 3
@@ -853,7 +895,7 @@ def test_paused_process_blocks_until_resumed_then_delivers_every_byte(
     backend.start("z", ProcessSpec(["head", "-c", str(size), "/dev/zero"]), rec)
     pid = backend.pid("z")
     assert pid is not None
-    time.sleep(0.5)
+    wait_until(lambda: _asleep_in(pid, "head"), 10, "head is not blocked writing its output")
     assert _alive(pid), "head finished although nobody read its pipe"
     assert rec.events == [] and backend.running_count() == 1
     backend.resume_output()
@@ -873,7 +915,9 @@ def test_pause_by_id_holds_only_that_process(backend: LocalProcessBackend) -> No
     assert backend.output_paused("held") and not backend.output_paused("free")
     free.wait_closed(20)
     assert free.data() == bytes(size)
-    time.sleep(0.3)
+    held_pid = backend.pid("held")
+    assert held_pid is not None
+    wait_until(lambda: _asleep_in(held_pid, "head"), 10, "held is not blocked writing")
     assert not held.closed and held.exit_code() is None
     assert len(held.data()) < size
     backend.resume_output("held")
@@ -891,7 +935,7 @@ def test_exit_while_paused_is_reported_and_closed_waits_for_the_output(
     # 30000 bytes fit in the pipe, so the child exits although nobody reads.
     backend.start("e", ProcessSpec(["sh", "-c", "head -c 30000 /dev/zero; exit 3"]), rec)
     rec.wait_for(lambda: rec.exit_code() == 3)
-    time.sleep(0.2)
+    _io_round_trip(backend)  # wrong output or "closed" would have been delivered by now
     assert rec.events == [("exited", 1, 3)]
     state = backend.read("e")
     assert state.exited and state.exit_code == 3 and not state.closed and state.chunks == ()
@@ -911,7 +955,7 @@ def test_paused_tty_process_blocks_until_resumed(backend: LocalProcessBackend) -
     backend.start("t", ProcessSpec(["head", "-c", str(size), "/dev/zero"], tty=True), rec)
     pid = backend.pid("t")
     assert pid is not None
-    time.sleep(0.5)
+    wait_until(lambda: _asleep_in(pid, "head"), 10, "head is not blocked writing to the tty")
     assert _alive(pid) and rec.events == []
     backend.resume_output()
     rec.wait_closed(20)
@@ -925,7 +969,9 @@ def test_close_reads_paused_output_so_processes_close() -> None:
     try:
         b.pause_output()
         b.start("z", ProcessSpec(["head", "-c", str(10 * 1024 * 1024), "/dev/zero"]), rec)
-        time.sleep(0.2)
+        pid = b.pid("z")
+        assert pid is not None
+        wait_until(lambda: _asleep_in(pid, "head"), 10, "head is not blocked writing")
         t0 = time.monotonic()
         b.close()
         assert time.monotonic() - t0 < 3
@@ -955,7 +1001,7 @@ def test_pause_and_resume_racing_from_threads_lose_nothing(backend: LocalProcess
         while not stop.is_set():
             backend.resume_output("r")
             backend.pause_output()
-            time.sleep(0.0005)
+            time.sleep(0.0005)  # the racing pace: pauses and resumes land at varied moments
             backend.resume_output()
             time.sleep(0.0005)
 

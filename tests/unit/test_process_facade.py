@@ -40,6 +40,7 @@ from execsdk.backends import (
 )
 from execsdk.environment import Environment
 from execsdk.process import WRITE_PIECE, Process
+from tests.waiting import wait_until, waiting_in
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -337,7 +338,7 @@ def test_on_lost_wakes_a_waiter_with_a_fresh_chained_error(backend: FakeBackend)
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.1)
+    wait_until(lambda: waiting_in(t, "_wait_until"), 5, "wait() is not waiting")
     proc.on_lost(cause)
     t.join(5)
     assert not t.is_alive()
@@ -771,9 +772,9 @@ _RSS_SCRIPT = textwrap.dedent(
     # A consumer that does not read until the process has closed: costs disk, not RAM.
     proc = env.spawn([sys.executable, "-c", gen])
     assert proc.wait(timeout=120) == 0
-    while not backend.read(proc.id, after_seq=10**9).closed:
+    # Wait until the backend and the Process both saw the end (the I/O thread hands it over).
+    while not (backend.read(proc.id, after_seq=10**9).closed and proc._closed):
         time.sleep(0.05)
-    time.sleep(0.2)
     idle = current() - base
     spilled = proc._buffer.spilled_total
     stdout, stderr = proc.communicate(timeout=120)

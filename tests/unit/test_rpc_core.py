@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from execsdk.errors import (
     RequestTimeout,
     ServerError,
 )
+from tests.waiting import wait_until
 
 
 class EchoServer:
@@ -130,8 +132,21 @@ def test_reply_sent_from_inside_send_is_not_lost() -> None:
         rpc.close()
 
 
+def _count_sends(end: MemoryTransport) -> Callable[[], int]:
+    """Count what ``end`` sends (each request is pending before it is sent); returns the count."""
+    sent: list[str | bytes] = []
+
+    def record(text: str | bytes) -> bool:
+        sent.append(text)
+        return True
+
+    end.on_send = record
+    return lambda: len(sent)
+
+
 def test_garbage_frame_fails_pending_calls_with_connection_lost() -> None:
     client_end, _server_end = memory_pair()
+    sent = _count_sends(client_end)
     rpc = RpcClient(client_end, timeout=5.0)
     errors: list[BaseException] = []
 
@@ -143,7 +158,7 @@ def test_garbage_frame_fails_pending_calls_with_connection_lost() -> None:
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.1)
+    wait_until(lambda: sent() == 1, 5, "the call was not sent")
     client_end.feed("this is not json")
     t.join(2)
     assert len(errors) == 1 and isinstance(errors[0], ConnectionLost)
@@ -154,6 +169,7 @@ def test_garbage_frame_fails_pending_calls_with_connection_lost() -> None:
 
 def test_transport_error_is_the_cause_of_connection_lost() -> None:
     client_end, _server_end = memory_pair()
+    sent = _count_sends(client_end)
     rpc = RpcClient(client_end, timeout=5.0)
     boom = OSError("socket exploded")
     errors: list[BaseException] = []
@@ -167,7 +183,7 @@ def test_transport_error_is_the_cause_of_connection_lost() -> None:
     threads = [threading.Thread(target=waiter) for _ in range(100)]
     for t in threads:
         t.start()
-    time.sleep(0.2)
+    wait_until(lambda: sent() == 100, 5, lambda: f"only {sent()} of 100 calls sent")
     start = time.monotonic()
     client_end.fail(boom)
     for t in threads:
@@ -180,6 +196,7 @@ def test_transport_error_is_the_cause_of_connection_lost() -> None:
 
 def test_close_fails_pending_calls_with_connection_closed() -> None:
     client_end, _server_end = memory_pair()
+    sent = _count_sends(client_end)
     rpc = RpcClient(client_end, timeout=5.0)
     errors: list[BaseException] = []
 
@@ -191,7 +208,7 @@ def test_close_fails_pending_calls_with_connection_closed() -> None:
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.1)
+    wait_until(lambda: sent() == 1, 5, "the call was not sent")
     rpc.close()
     t.join(2)
     assert len(errors) == 1 and isinstance(errors[0], ConnectionClosed)
@@ -256,7 +273,7 @@ def test_overflowing_subscription_gets_one_gap_marker(pair: Any) -> None:
     sub = rpc.bus.subscription(maxsize=3)
     for i in range(10):
         server_end.send(json.dumps({"method": "n", "params": {"i": i}}))
-    time.sleep(0.2)
+    wait_until(lambda: sub.dropped == 7, 5, lambda: f"{sub.dropped} dropped")
     items = [sub.get(timeout=1) for _ in range(4)]
     assert isinstance(items[3], Gap) and items[3].dropped == 7
     assert sub.dropped == 7
@@ -265,11 +282,11 @@ def test_overflowing_subscription_gets_one_gap_marker(pair: Any) -> None:
 def test_in_flight_cap_makes_callers_wait_with_their_timeout() -> None:
     client_end, server_end = memory_pair()
     rpc = RpcClient(client_end, timeout=5.0, max_in_flight=2)
-    EchoServer(server_end)
+    server = EchoServer(server_end)
     blockers = [threading.Thread(target=lambda: _swallow(rpc, "silent")) for _ in range(2)]
     for t in blockers:
         t.start()
-    time.sleep(0.1)
+    wait_until(lambda: len(server.seen) == 2, 5, "the two blocking calls did not arrive")
     with pytest.raises(RequestTimeout, match="in flight"):
         rpc.call("x", timeout=0.2)
     rpc.close()

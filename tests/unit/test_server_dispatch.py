@@ -33,6 +33,7 @@ from execsdk.server.handlers import error_for
 from execsdk.server.hostinfo import CAPABILITIES
 from execsdk.server.outbox import Outbox
 from execsdk.server.sessions import SessionRegistry
+from tests.waiting import pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -564,7 +565,10 @@ def test_session_survives_the_connection_and_resumes(
     session_id = first.handshake()["sessionId"]
     start(first, "s", ["sh", "-c", "sleep 0.5; echo late"], tmp_path)
     first.close()  # detached: the process keeps running, its notifications are dropped
-    time.sleep(1.0)
+    session = registry.get(session_id)
+    assert session is not None
+    # The process ends while nobody is attached.
+    wait_until(lambda: session.backend.read("s").closed, 10, "the process did not end")
     second = Peer(registry)
     try:
         assert second.handshake(resumeSessionId=session_id)["sessionId"] == session_id
@@ -603,10 +607,7 @@ def test_expired_session_kills_its_processes(tmp_path: Path) -> None:
         note = first.notification("process/output")
         child = int(base64.b64decode(note["params"]["chunk"]))
         first.close()
-        deadline = time.monotonic() + 10
-        while registry.get(session_id) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert registry.get(session_id) is None
+        wait_until(lambda: registry.get(session_id) is None, 10, "the session did not expire")
         _wait_gone(child)
         second = Peer(registry)
         assert second.error("initialize", {"clientName": "b", "resumeSessionId": session_id}) == (
@@ -619,14 +620,7 @@ def test_expired_session_kills_its_processes(tmp_path: Path) -> None:
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} is still alive")
+    wait_until(lambda: pid_gone(pid), timeout, f"process {pid} is still alive", interval=0.05)
 
 
 def test_registry_close_kills_attached_sessions(registry: SessionRegistry, tmp_path: Path) -> None:
@@ -785,15 +779,17 @@ def test_http_request_streams_the_body_after_the_answer(ready: Peer) -> None:
 
 def test_outbox_gives_up_on_a_client_that_does_not_read() -> None:
     gate = threading.Event()
+    entered = threading.Event()
     overflowed = threading.Event()
 
     def blocked_send(batch: list[bytes]) -> None:
+        entered.set()
         gate.wait()
 
     outbox = Outbox(blocked_send, on_overflow=overflowed.set, limit=1000)
     try:
         assert outbox.put("x" * 600)  # taken by the writer, which then blocks
-        time.sleep(0.1)
+        assert entered.wait(5), "the writer did not take the first message"
         assert outbox.put("y" * 600)
         assert outbox.put("z" * 600) is False
         assert overflowed.is_set() and outbox.closed
@@ -813,9 +809,7 @@ def test_outbox_sends_replies_ahead_of_waiting_notifications_each_lane_in_order(
     outbox = Outbox(send)
     try:
         assert outbox.put(b"n1")  # taken by the writer, which then blocks
-        deadline = time.monotonic() + 5
-        while outbox.queued_bytes and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: outbox.queued_bytes == 0, 5, "the writer did not take n1")
         queue_these: list[tuple[str | bytes, bool]] = [
             (b"n2", False),
             (b"r1", True),
@@ -842,9 +836,7 @@ def test_outbox_batches_stay_under_the_cap_but_hold_at_least_one_message() -> No
     outbox = Outbox(send, batch_bytes=100)
     try:
         outbox.put(b"first")
-        deadline = time.monotonic() + 5
-        while outbox.queued_bytes and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: outbox.queued_bytes == 0, 5, "the writer did not take the first")
         for size in (40, 40, 40, 250, 10):
             outbox.put(b"x" * size)
     finally:
@@ -889,8 +881,10 @@ def test_threads_are_named_and_end_with_the_connection(registry: SessionRegistry
     assert any(n.startswith("execsdk-serve-worker-") for n in names)
     assert any(n.startswith("execsdk-serve-writer-") for n in names)
     peer.close()
-    deadline = time.monotonic() + 5
     prefix = f"execsdk-serve-worker-{peer.conn.name}-"
-    while any(t.name.startswith(prefix) for t in threading.enumerate()):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(
+        lambda: not any(t.name.startswith(prefix) for t in threading.enumerate()),
+        5,
+        "the connection's workers outlived it",
+        interval=0.02,
+    )
