@@ -1,4 +1,4 @@
-"""Entry points: :func:`connect` (remote or embedded) and :func:`local`."""
+"""Entry point :func:`connect`: a URL, ``$EXECSDK_URL`` or else the embedded server."""
 
 from __future__ import annotations
 
