@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -561,6 +561,23 @@ SPELLINGS = ("compact", "spaced", "escaped", "binary")
 """Ways :meth:`RawConn.request_spelled` writes one request: compact JSON, indented JSON,
 compact with every ``/`` escaped as ``\\/``, compact in a binary frame. The same request in
 any of them must get the same answer."""
+
+
+@contextlib.contextmanager
+def connections(url: str) -> Iterator[Callable[[], RawConn]]:
+    """A factory of raw (uninitialized) connections to ``url``; all closed on leaving."""
+    made: list[RawConn] = []
+
+    def make() -> RawConn:
+        c = RawConn(url)
+        made.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.close()
 
 
 def b64(data: bytes | str) -> str:

@@ -6,6 +6,8 @@
   report what is left over);
 * ``waiting_in(thread, function)``: the thread is blocked in a ``threading`` wait (a
   ``Condition``, an ``Event``, a ``queue.Queue``) that it reached through ``function``;
+* ``blocked_in(thread, *functions)``: the thread is inside a system call (``poll``, ``recv``...)
+  made directly by one of ``functions``;
 * ``pid_gone(pid)``: no process ``pid`` exists any more (a zombie still exists);
 * ``logged_requests(caplog)``: the requests an ``RpcClient`` logged at DEBUG as it sent them
   (it logs a request after registering it as pending, just before writing it).
@@ -80,6 +82,16 @@ def waiting_in(thread: threading.Thread, function: str) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def blocked_in(thread: threading.Thread, *functions: str) -> bool:
+    """True while ``thread``'s innermost Python frame is one of ``functions``: it is inside a
+    call into C made from there (a ``poll`` waiting for room to write, a ``recv`` waiting for
+    bytes)."""
+    if thread.ident is None:
+        return False
+    frame = sys._current_frames().get(thread.ident)
+    return frame is not None and frame.f_code.co_name in functions
 
 
 def pid_gone(pid: int) -> bool:

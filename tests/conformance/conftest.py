@@ -17,7 +17,14 @@ _TESTS = str(Path(__file__).resolve().parents[1])
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
-from servers import CODEX_G1, CODEX_G2, RawConn, ServerHandle, start_kind  # noqa: E402
+from servers import (  # noqa: E402
+    CODEX_G1,
+    CODEX_G2,
+    RawConn,
+    ServerHandle,
+    connections,
+    start_kind,
+)
 
 SERVER_KINDS = [f"codex-{CODEX_G2}", "ours"]
 
@@ -77,15 +84,5 @@ def g1conn(g1: ServerHandle) -> Iterator[RawConn]:
 @pytest.fixture
 def connect(server: ServerHandle) -> Iterator[Callable[[], RawConn]]:
     """Factory for extra raw (uninitialized) connections to `server`; closed at teardown."""
-    made: list[RawConn] = []
-
-    def make() -> RawConn:
-        c = RawConn(server.url)
-        made.append(c)
-        return c
-
-    try:
+    with connections(server.url) as make:
         yield make
-    finally:
-        for c in made:
-            c.close()

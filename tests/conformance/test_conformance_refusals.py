@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from servers import RawConn, ServerHandle, b64
+from servers import RawConn, ServerHandle, b64, connections
 
 from execsdk import errors
 from execsdk._protocol import refusals
@@ -216,18 +216,8 @@ CASES = [
 @pytest.fixture
 def g1connect(g1: ServerHandle) -> Iterator[Callable[[], RawConn]]:
     """Factory for extra raw (uninitialized) connections to the G1 server."""
-    made: list[RawConn] = []
-
-    def make() -> RawConn:
-        c = RawConn(g1.url)
-        made.append(c)
-        return c
-
-    try:
+    with connections(g1.url) as make:
         yield make
-    finally:
-        for c in made:
-            c.close()
 
 
 def _check(ctx: Ctx, case: Case, expect: Expect) -> None:

@@ -26,6 +26,7 @@ from websockets.server import ServerProtocol
 
 from execsdk.server import wsconn
 from execsdk.server.wsconn import SendFailed, WsConnection, send_gathered, text_frame_header
+from tests.waiting import blocked_in, eventually, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -163,7 +164,7 @@ def test_a_pong_queued_while_a_batch_waits_goes_out_first() -> None:
         # the client's ping cannot be written by the connection thread meanwhile...
         with p.conn._write_lock:
             p.client.ping(b"queued")
-            assert _wait_for(lambda: bool(p.conn._unsent))
+            assert eventually(lambda: bool(p.conn._unsent))
         # ... so the next batch writes it first, in the same write.
         writes = p.sock.writes
         p.conn.send_texts([b"batch"])
@@ -179,21 +180,19 @@ def test_a_writer_waiting_for_a_client_that_does_not_read_blocks_neither_reading
 ) -> None:
     pair.client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     outcome: queue.Queue[BaseException | None] = queue.Queue()
-    batches = 0
 
     def write() -> None:
-        nonlocal batches
         try:
             while True:
                 pair.conn.send_texts([b"x" * 65536] * 4)
-                batches += 1
         except BaseException as exc:
             outcome.put(exc)
 
     writer = threading.Thread(target=write, name="execsdk-test-writer")
     writer.start()
-    # The client reads nothing: soon the writer waits for the socket.
-    assert _wait_for(lambda: _stalled(lambda: batches))
+    # The client reads nothing: soon the writer waits for room in the socket.
+    stalled = ("_wait_writable", "_write_parts", "send_gathered")  # poll, sendall, sendmsg
+    wait_until(lambda: blocked_in(writer, *stalled), 10, "the writer never stalled")
     # Meanwhile the connection still reads and delivers what the client sends.
     for i in range(5):
         pair.client.send(f"request {i}")
@@ -208,21 +207,6 @@ def test_a_writer_waiting_for_a_client_that_does_not_read_blocks_neither_reading
     # The connection ends by the close deadline: the client never answered the close.
     pair.thread.join(10)
     assert not pair.thread.is_alive()
-
-
-def _stalled(count: Any) -> bool:
-    before = count()
-    time.sleep(0.3)
-    return bool(count() == before)
-
-
-def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return bool(condition())
 
 
 def test_sending_to_a_closed_peer_raises_send_failed_without_error_logs(

@@ -22,7 +22,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,6 +32,7 @@ from execsdk.server import ws as server_ws
 from execsdk.server import wsconn
 from execsdk.server.outbox import Outbox
 from execsdk.server.ws import WsServer
+from tests.waiting import eventually, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,15 +62,6 @@ def frame(
 
 def request(rid: int, method: str, params: dict[str, Any]) -> bytes:
     return json.dumps({"id": rid, "method": method, "params": params}).encode()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture()
@@ -606,6 +598,7 @@ def test_a_client_that_does_not_read_does_not_stop_its_requests(
     with _raw_open(server) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.sendall(frame(request(1, "initialize", {"clientName": "slow"})))
+        session_id = json.loads(_read_frame(sock)[1])["result"]["sessionId"]
         sock.sendall(frame(json.dumps({"method": "initialized", "params": {}}).encode()))
         start = {
             "processId": "loud",
@@ -615,12 +608,15 @@ def test_a_client_that_does_not_read_does_not_stop_its_requests(
             "tty": False,
         }
         sock.sendall(frame(request(2, "process/start", start)))
-        time.sleep(1.0)  # megabytes of output pile up: the server cannot write any more
+        # Megabytes of output pile up until the server pauses the process: it cannot write more.
+        session = server.registry.get(session_id)
+        assert session is not None
+        wait_until(lambda: session.output_paused, 20, "the server never paused the process")
         for i in range(5):
             target = tmp_path / f"written-{i}"
             params = {"path": target.as_uri(), "dataBase64": "aGk="}
             sock.sendall(frame(request(10 + i, "fs/writeFile", params)))
-            assert wait_for(target.exists), f"request {i} not served while the client is slow"
+            assert eventually(target.exists), f"request {i} not served while the client is slow"
 
 
 def test_shutdown_closes_open_connections_with_1001_and_ends_every_thread() -> None:
@@ -642,7 +638,7 @@ def test_shutdown_closes_open_connections_with_1001_and_ends_every_thread() -> N
     finally:
         p.close()
         srv.shutdown()  # idempotent
-    assert wait_for(lambda: not any(t.is_alive() for t in started)), [
+    assert eventually(lambda: not any(t.is_alive() for t in started)), [
         t.name for t in started if t.is_alive()
     ]
     with pytest.raises(OSError):

@@ -26,6 +26,7 @@ from execsdk._transport.child import StdioTransport
 from execsdk._transport.websocket import FRAME_LIMIT, WebSocketTransport
 from execsdk._transport.writequeue import BlockingWriteQueue, WriteQueue
 from execsdk.errors import ConnectionLost, RequestTimeout
+from tests.waiting import blocked_in, wait_until
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -429,7 +430,8 @@ def test_small_call_times_out_on_time_while_a_big_send_is_stuck(scripted: Script
     writer = threading.Thread(target=big)
     writer.start()
     try:
-        time.sleep(0.5)  # the big request fills the socket buffers; its send is stuck
+        # The big request fills the socket buffers: its send waits for room.
+        wait_until(lambda: blocked_in(writer, "wait_writable"), 10, "the big send never stalled")
         start = time.monotonic()
         with pytest.raises(RequestTimeout):
             rpc.call("environment/status", timeout=0.5)
@@ -569,7 +571,8 @@ def test_ping_is_answered_without_blocking_the_reader_while_the_socket_is_full(
     received: list[object] = []
     reader = threading.Thread(target=lambda: received.append(tr.recv()))
     reader.start()
-    time.sleep(0.5)  # the reader saw the ping and queued its pong behind the big message
+    # The reader takes the ping, queues its pong behind the big message and waits for more.
+    wait_until(lambda: blocked_in(reader, "_fill"), 10, "the reader never got to wait again")
     resume.set()
     reader.join(10)
     assert received == [b"done"]
@@ -662,9 +665,7 @@ def test_write_queue_keeps_messages_whole_and_in_order_under_partial_writes() ->
         t.start()
     for t in pool:
         t.join(30)
-    deadline = time.monotonic() + 10
-    while _flushers() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not _flushers(), 10, "a flusher thread outlived its queue")
     messages: list[bytes] = []
     at = 0
     while at < len(written):
