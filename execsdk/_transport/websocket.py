@@ -84,14 +84,34 @@ _c_mask_tried = False
 def _load_c_mask() -> Callable[[bytes | memoryview, bytes], bytes] | None:
     global _c_mask, _c_mask_tried
     if not _c_mask_tried:
-        try:
-            from websockets.speedups import apply_mask
-
-            _c_mask = apply_mask
-        except ImportError:  # no websockets, or a build without its C extension
-            _c_mask = None
+        _c_mask = _checked_c_mask()
         _c_mask_tried = True
     return _c_mask
+
+
+def _checked_c_mask() -> Callable[[bytes | memoryview, bytes], bytes] | None:
+    """websockets' C masking, if importable and it still masks as RFC 6455 says.
+
+    websockets does not document ``speedups.apply_mask``: it is checked against the Python
+    masking once, on a sample of every length class, so a changed or missing function costs
+    speed, never correctness.
+    """
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # no websockets, or a build without its C extension
+        return None
+    key = b"\x9a\x03\xf1\x5c"
+    sample = bytes(range(256)) * 41  # 10,496 bytes: not a multiple of 4 or of 8
+    try:
+        ok = all(
+            apply_mask(memoryview(sample)[:n], key) == _mask_small(key, sample[:n])
+            for n in (0, 1, 7, 4096, len(sample))
+        )
+    except Exception:
+        ok = False
+    if not ok:
+        log.warning("websockets.speedups.apply_mask does not mask as expected; not using it")
+    return apply_mask if ok else None
 
 
 def _masked_parts(key: bytes, data: bytes | memoryview) -> list[bytes]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import socket
 import struct
@@ -301,6 +302,28 @@ def test_buffered_false_for_partial_header_true_for_whole_frame(
     assert tr.buffered() is True
     assert tr.recv() == b"z" * 300
     assert tr.buffered() is False
+
+
+def test_a_c_masking_that_masks_wrongly_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """websockets does not document its C masking: a version whose function answers wrongly (or
+    raises) costs speed, never a corrupt frame."""
+    import websockets.speedups
+
+    import execsdk._transport.websocket as wsmod
+
+    assert wsmod._checked_c_mask() is websockets.speedups.apply_mask
+    monkeypatch.setattr(websockets.speedups, "apply_mask", lambda data, key: bytes(data))
+    with caplog.at_level(logging.WARNING, logger=wsmod.__name__):
+        assert wsmod._checked_c_mask() is None
+    assert "does not mask as expected" in caplog.text
+
+    def broken(data: object, key: object) -> bytes:
+        raise TypeError("a new signature")
+
+    monkeypatch.setattr(websockets.speedups, "apply_mask", broken)
+    assert wsmod._checked_c_mask() is None
 
 
 @pytest.mark.parametrize("size", [0, 1, 5, 4095, 4096, 16 * 1024 + 3, 1_400_001])
