@@ -34,6 +34,7 @@ import websocket
 
 from execsdk._deadline import Deadline
 from execsdk._transport.writequeue import BlockingWriteQueue, WriteQueue, wait_writable
+from execsdk._wsframes import frame_header, xor_mask
 from execsdk.errors import ConnectError, ConnectTimeout
 
 __all__ = ["FRAME_LIMIT", "MAX_MESSAGE", "WebSocketTransport"]
@@ -57,19 +58,10 @@ _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0
 _FIN = 0x80
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 _DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
-_pack_short = struct.Struct("!BBH").pack
-_pack_long = struct.Struct("!BBQ").pack
 
 
 _MASK_CHUNK = 16 * 1024
 """Masking works on big integers; past ~16 KiB they fall out of the CPU cache and it slows."""
-
-
-def _mask_small(key: bytes, data: bytes | memoryview) -> bytes:
-    n = len(data)
-    words, extra = divmod(n, 4)
-    pattern = int.from_bytes(key * words + key[:extra], "little")
-    return (int.from_bytes(data, "little") ^ pattern).to_bytes(n, "little")
 
 
 _C_MASK_FROM = 4096
@@ -104,7 +96,7 @@ def _checked_c_mask() -> Callable[[bytes | memoryview, bytes], bytes] | None:
     sample = bytes(range(256)) * 41  # 10,496 bytes: not a multiple of 4 or of 8
     try:
         ok = all(
-            apply_mask(memoryview(sample)[:n], key) == _mask_small(key, sample[:n])
+            apply_mask(memoryview(sample)[:n], key) == xor_mask(key, sample[:n])
             for n in (0, 1, 7, 4096, len(sample))
         )
     except Exception:
@@ -127,7 +119,7 @@ def _masked_parts(key: bytes, data: bytes | memoryview) -> list[bytes]:
         if c_mask is not None:
             return [c_mask(data, key)]
     if n <= _MASK_CHUNK:
-        return [_mask_small(key, data)] if n else []
+        return [xor_mask(key, data)] if n else []
     view = memoryview(data)
     pattern = int.from_bytes(key * (_MASK_CHUNK // 4), "little")
     from_bytes = int.from_bytes
@@ -137,7 +129,7 @@ def _masked_parts(key: bytes, data: bytes | memoryview) -> list[bytes]:
         for i in range(0, full, _MASK_CHUNK)
     ]
     if full < n:
-        parts.append(_mask_small(key, view[full:]))
+        parts.append(xor_mask(key, view[full:]))
     return parts
 
 
@@ -171,14 +163,8 @@ if hasattr(os, "register_at_fork"):
 
 def _frame(first: int, payload: bytes | memoryview) -> bytes:
     """One client frame: ``first`` is FIN|opcode; the payload is masked with a fresh key."""
-    n = len(payload)
     key = _mask_key()
-    if n < 126:
-        head = bytes((first, 0x80 | n))
-    elif n < 65536:
-        head = _pack_short(first, 0xFE, n)
-    else:
-        head = _pack_long(first, 0xFF, n)
+    head = frame_header(first, len(payload), masked=True)
     return b"".join((head, key, *_masked_parts(key, payload)))
 
 

@@ -47,7 +47,6 @@ import math
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +56,8 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+
+from execsdk._wsframes import frame_header, xor_mask
 
 __all__ = [
     "KEEP_SIZE",
@@ -103,22 +104,13 @@ class SendFailed(ConnectionError):
 
 # -- framing of what we send -------------------------------------------------------------------
 
-_HEADER_16 = struct.Struct("!BBH")
-_HEADER_64 = struct.Struct("!BBQ")
 _FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)
 
 
 def text_frame_header(length: int) -> bytes:
-    """The header of an unmasked, unfragmented text frame of ``length`` payload bytes.
-
-    RFC 6455 §5.2: a server's frames are never masked; lengths below 126 fit the second byte,
-    below 65536 a 16-bit extension, otherwise a 64-bit one.
-    """
-    if length < 126:
-        return bytes((_FIN_TEXT, length))
-    if length < 65536:
-        return _HEADER_16.pack(_FIN_TEXT, 126, length)
-    return _HEADER_64.pack(_FIN_TEXT, 127, length)
+    """The header of an unfragmented text frame of ``length`` payload bytes (a server's frames
+    are never masked, RFC 6455 §5.1)."""
+    return frame_header(_FIN_TEXT, length, masked=False)
 
 
 _GATHER_FROM = 64 * 1024
@@ -157,14 +149,6 @@ def _write_parts(sock: socket.socket, parts: list[bytes]) -> None:
 
 
 # -- receiving ---------------------------------------------------------------------------------
-
-
-def _unmask(key: bytes, data: bytes | memoryview) -> bytes:
-    """``data`` XOR the 4-byte ``key`` repeated (RFC 6455 §5.3), for small payloads."""
-    n = len(data)
-    words, extra = divmod(n, 4)
-    pattern = int.from_bytes(key * words + key[:extra], "little")
-    return (int.from_bytes(data, "little") ^ pattern).to_bytes(n, "little")
 
 
 class _Buffer:
@@ -564,7 +548,7 @@ class WsConnection:
                         self._feed(buffer.take(size))
                         continue
                     key = bytes(buf[pos + header - 4 : pos + header])
-                    payload = _unmask(key, buffer.view[pos + header : pos + size])
+                    payload = xor_mask(key, buffer.view[pos + header : pos + size])
                     buffer.skip(size)
                     if self._debug:
                         self._logger.debug("< %s", Frame(_OPCODES[opcode], payload))

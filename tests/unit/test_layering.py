@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "_deadline": 0,
     "_version": 0,
     "_threads": 0,
+    "_wsframes": 0,
     "_callbacks": 1,
     "backends": 1,
     "_protocol": 2,
