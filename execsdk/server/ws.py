@@ -349,17 +349,17 @@ class WsServer:
                 log.exception("conn %d: receive loop failed", number)
             finally:
                 conn.connection_lost()
-            ws.finish()  # close 1000 when we end it, then the closing handshake
-            log.debug(
-                "conn %d: closed (code %s, reason %r)",
-                number,
-                ws.protocol.close_code,
-                ws.protocol.close_reason,
-            )
         except Exception:
             log.exception("conn %d: failed", number)
         finally:
-            ws.finish()
+            ws.finish()  # close 1000 when we end it, the closing handshake, the socket's end
+            if ws.protocol.close_code is not None or ws.protocol.close_reason:
+                log.debug(
+                    "conn %d: closed (code %s, reason %r)",
+                    number,
+                    ws.protocol.close_code,
+                    ws.protocol.close_reason,
+                )
             with self._lock:
                 self._live.discard(ws)
                 self._conn_threads.discard(threading.current_thread())
