@@ -29,13 +29,14 @@ if TYPE_CHECKING:
         OutputChunk,
     )
     from execsdk.client import Client, Generation, Reconnect, ServerInfo
-    from execsdk.environment import Environment
+    from execsdk.environment import CompletedProcess, Environment
     from execsdk.errors import (
         CalledProcessError,
         ConnectError,
         ConnectionClosed,
         ConnectionLost,
         ExecSdkError,
+        OutputLost,
         ProtocolError,
         RequestTimeout,
         ServerError,
@@ -55,6 +56,7 @@ _LAZY = {
     "errors": ("execsdk.errors", None),
     "connect": ("execsdk.remote.connector", "connect"),
     "Environment": ("execsdk.environment", "Environment"),
+    "CompletedProcess": ("execsdk.environment", "CompletedProcess"),
     "Client": ("execsdk.client", "Client"),
     "Reconnect": ("execsdk.client", "Reconnect"),
     "Generation": ("execsdk.client", "Generation"),
@@ -69,6 +71,7 @@ _LAZY = {
     "ConnectionClosed": ("execsdk.errors", "ConnectionClosed"),
     "ConnectionLost": ("execsdk.errors", "ConnectionLost"),
     "ExecSdkError": ("execsdk.errors", "ExecSdkError"),
+    "OutputLost": ("execsdk.errors", "OutputLost"),
     "ProtocolError": ("execsdk.errors", "ProtocolError"),
     "RequestTimeout": ("execsdk.errors", "RequestTimeout"),
     "ServerError": ("execsdk.errors", "ServerError"),
@@ -105,6 +108,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "CalledProcessError",
     "Client",
+    "CompletedProcess",
     "ConnectError",
     "ConnectionClosed",
     "ConnectionLost",
@@ -118,6 +122,7 @@ __all__ = [
     "Generation",
     "LocalEnvironment",
     "OutputChunk",
+    "OutputLost",
     "Process",
     "ProtocolError",
     "Reconnect",

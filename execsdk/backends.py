@@ -147,7 +147,10 @@ class FileInfo:
     """Public ``stat()`` result: attributes, not methods.
 
     ``size`` is ``None`` where the server gives none (G1); ``created`` is ``None`` where the
-    filesystem records no birth time. Times are timezone-aware UTC datetimes.
+    filesystem records no birth time. Times are timezone-aware UTC datetimes. ``mode`` is the
+    permission bits (``stat.S_IMODE``: rwx for user, group and others plus setuid, setgid and
+    sticky) of the file a link leads to, or ``None`` where the server cannot tell in the same
+    call (codex servers).
     """
 
     is_file: bool
@@ -156,10 +159,12 @@ class FileInfo:
     size: int | None
     modified: _dt.datetime | None
     created: _dt.datetime | None
+    mode: int | None = None
 
     @classmethod
-    def from_metadata(cls, meta: FileMetadata) -> FileInfo:
-        """Convert protocol metadata to the public shape."""
+    def from_metadata(cls, meta: FileMetadata, mode: int | None = None) -> FileInfo:
+        """Convert protocol metadata (plus the permission bits, when known) to the public
+        shape."""
 
         def when(ms: int) -> _dt.datetime | None:
             if not ms:
@@ -173,6 +178,7 @@ class FileInfo:
             size=meta.size,
             modified=when(meta.modified_at_ms),
             created=when(meta.created_at_ms),
+            mode=mode,
         )
 
 

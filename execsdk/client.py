@@ -31,6 +31,7 @@ from execsdk._protocol import refusals
 from execsdk._protocol import types as t
 from execsdk._protocol.converter import make_converter, structure_result, unstructure_params
 from execsdk._protocol.methods import METHODS
+from execsdk._protocol.wire import Base64Text, b64encode
 from execsdk._rpc.bus import EventBus
 from execsdk._rpc.endpoint import RpcClient
 from execsdk._rpc.reconnect import Link, OnEnd, Opened, Reconnect
@@ -112,6 +113,33 @@ def _least(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else min(a, b)
+
+
+def _plain_json(value: Any) -> Any:
+    """``value`` with every pre-decoded base64 member (:class:`Base64Text`, left by the
+    reader's bulk parse of large answers) written back as base64 text, in place.
+
+    The bulk parse sets such a member only in the result of an answer, where the typed
+    methods decode it without a second pass; raw callers get the text the server sent.
+    """
+    if type(value) is Base64Text:
+        return b64encode(value.data)
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if type(item) is Base64Text:
+                    node[key] = b64encode(item.data)
+                elif isinstance(item, (dict, list)):
+                    stack.append(item)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                if type(item) is Base64Text:
+                    node[i] = b64encode(item.data)
+                elif isinstance(item, (dict, list)):
+                    stack.append(item)
+    return value
 
 
 def _handshake(
@@ -363,7 +391,12 @@ class Client:
 
     @property
     def rpc(self) -> RpcClient:
-        """The underlying RPC core of the current connection (advanced use)."""
+        """The underlying RPC core of the current connection (advanced use).
+
+        Its results are as the reader left them: a large base64 member of an answer is
+        already decoded (an empty ``str`` subclass holding the bytes); :meth:`call` returns
+        plain JSON instead.
+        """
         return self._link.rpc
 
     def supports(self, method: str) -> bool:
@@ -384,10 +417,12 @@ class Client:
     def call(self, method: str, params: Any = None, *, timeout: Timeoutish = UNSET) -> Any:
         """Send any request and return the raw result (for methods not modelled here).
 
+        The result is plain JSON (dicts, lists, str, numbers, bools, None) exactly as the
+        server sent it, at every size: base64 members such as ``dataBase64`` are base64 text.
         While a reconnect is under way it waits for it; a call in flight at a drop is not
         repeated (``ConnectionLost``).
         """
-        return self._link.call(method, params, timeout=timeout)
+        return _plain_json(self._link.call(method, params, timeout=timeout))
 
     def _typed(
         self,
@@ -559,6 +594,18 @@ class Client:
         params = t.ProcessCloseStdinParams(process_id=process_id)
         return self._typed("process/closeStdin", params, t.ProcessCloseStdinResult, timeout)
 
+    def process_keep_output(self, *, timeout: Timeoutish = UNSET) -> t.ProcessKeepOutputResult:
+        """``process/keepOutput`` (execsdk extension; needs ``execsdk/outputAck``)."""
+        params = t.ProcessKeepOutputParams()
+        return self._typed("process/keepOutput", params, t.ProcessKeepOutputResult, timeout)
+
+    def process_ack_output(
+        self, *, process_id: str, seq: int, timeout: Timeoutish = UNSET
+    ) -> t.ProcessAckOutputResult:
+        """``process/ackOutput`` (execsdk extension; needs ``execsdk/outputAck``)."""
+        params = t.ProcessAckOutputParams(process_id=process_id, seq=seq)
+        return self._typed("process/ackOutput", params, t.ProcessAckOutputResult, timeout)
+
     # ------------------------------------------------------------------ filesystem
 
     def fs_read_file(self, *, path: str, timeout: Timeoutish = UNSET) -> t.FsReadFileResult:
@@ -711,6 +758,20 @@ class Client:
             present=None if present is None else [t.WirePath(p) for p in present],
         )
         return self._typed("fs/watchMissing", params, t.FsWatchMissingResult, timeout)
+
+    def fs_set_mode(
+        self, *, path: str, mode: int, timeout: Timeoutish = UNSET
+    ) -> t.FsSetModeResult:
+        """``fs/setMode`` (execsdk extension; needs ``execsdk/fileMode``): permission bits."""
+        params = t.FsSetModeParams(path=t.WirePath(path), mode=mode)
+        # Setting the same bits twice is harmless: safe to repeat after a reconnect.
+        return self._typed("fs/setMode", params, t.FsSetModeResult, timeout, retry=True)
+
+    def fs_stat(self, *, path: str, timeout: Timeoutish = UNSET) -> t.FsStatResult:
+        """``fs/stat`` (execsdk extension; needs ``execsdk/fileMode``): ``fs/getMetadata``
+        plus the permission bits."""
+        params = t.FsStatParams(path=t.WirePath(path))
+        return self._typed("fs/stat", params, t.FsStatResult, timeout, retry=True)
 
     def http_request(
         self,

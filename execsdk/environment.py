@@ -15,7 +15,7 @@ import subprocess
 import threading
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from execsdk import errors as _errors
 from execsdk._callbacks import CallbackDispatcher
@@ -38,10 +38,45 @@ __all__ = ["CompletedProcess", "Environment"]
 _E = TypeVar("_E", bound="Environment")
 log = logging.getLogger(__name__)
 
-PathArg = str | os.PathLike[str]
+_T = TypeVar("_T")
 
-CompletedProcess = subprocess.CompletedProcess
-"""``run()``'s result: ``args``, ``returncode``, ``stdout``, ``stderr`` (bytes or str)."""
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+"""A path as :mod:`subprocess` takes it: str, bytes (decoded with ``os.fsdecode``) or
+path-like."""
+
+EnvArg = Mapping[str, PathArg] | Mapping[bytes, PathArg]
+"""Environment variables as :mod:`subprocess` takes them: names and values are str, bytes
+or path-like."""
+
+
+class CompletedProcess(subprocess.CompletedProcess[_T]):
+    """``run()``'s result: ``args``, ``returncode``, ``stdout``, ``stderr`` (bytes or str).
+
+    A :class:`subprocess.CompletedProcess` whose :meth:`check_returncode` raises execsdk's
+    :class:`~execsdk.errors.CalledProcessError` (itself a ``subprocess.CalledProcessError``).
+    Thread-safety: an immutable value once returned.
+    """
+
+    def __init__(
+        self,
+        args: Any,
+        returncode: int,
+        stdout: _T | None = None,
+        stderr: _T | None = None,
+        *,
+        process_id: str | None = None,
+    ) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.process_id = process_id
+
+    def check_returncode(self) -> None:
+        """Raise :class:`~execsdk.errors.CalledProcessError` if the exit code is not 0."""
+        if self.returncode:
+            out = cast("bytes | str | None", self.stdout)
+            err = cast("bytes | str | None", self.stderr)
+            raise _errors.CalledProcessError(
+                self.returncode, self.args, out, err, process_id=self.process_id
+            )
 
 
 class Environment:
@@ -133,7 +168,7 @@ class Environment:
         args: ProcessArgs,
         *,
         cwd: PathArg | None = None,
-        env: Mapping[str, str] | None = None,
+        env: EnvArg | None = None,
         replace_env: bool = False,
         env_policy: EnvPolicy | None = None,
         shell: bool = False,
@@ -159,7 +194,13 @@ class Environment:
             timeout: for starting the process (default: the environment's timeout).
 
         Raises:
-            FileNotFoundError: the executable or the cwd does not exist.
+            FileNotFoundError: the executable or the cwd does not exist (``filename`` says
+                which).
+            NotADirectoryError: the cwd is not a directory.
+            TypeError: ``args``, ``env`` or ``cwd`` of the wrong type (checked, as subprocess
+                checks them, before anything is sent).
+            ValueError: a NUL character in ``args``, ``env`` or ``cwd``, or ``=`` in an
+                ``env`` name.
         """
         spec = self._spec(
             args,
@@ -200,17 +241,17 @@ class Environment:
         args: ProcessArgs,
         *,
         cwd: PathArg | None = None,
-        env: Mapping[str, str] | None = None,
+        env: EnvArg | None = None,
         replace_env: bool = False,
         shell: bool = False,
-        input: bytes | str | None = None,
+        input: bytes | bytearray | memoryview | str | None = None,
         timeout: float | None = None,
         check: bool = False,
         text: Literal[False] = False,
         encoding: None = None,
         errors: None = None,
         tty: bool = False,
-    ) -> subprocess.CompletedProcess[bytes]: ...
+    ) -> CompletedProcess[bytes]: ...
 
     @overload
     def run(
@@ -218,17 +259,17 @@ class Environment:
         args: ProcessArgs,
         *,
         cwd: PathArg | None = None,
-        env: Mapping[str, str] | None = None,
+        env: EnvArg | None = None,
         replace_env: bool = False,
         shell: bool = False,
-        input: bytes | str | None = None,
+        input: bytes | bytearray | memoryview | str | None = None,
         timeout: float | None = None,
         check: bool = False,
         text: Literal[True],
         encoding: str | None = None,
         errors: str | None = None,
         tty: bool = False,
-    ) -> subprocess.CompletedProcess[str]: ...
+    ) -> CompletedProcess[str]: ...
 
     @overload
     def run(
@@ -236,58 +277,61 @@ class Environment:
         args: ProcessArgs,
         *,
         cwd: PathArg | None = None,
-        env: Mapping[str, str] | None = None,
+        env: EnvArg | None = None,
         replace_env: bool = False,
         shell: bool = False,
-        input: bytes | str | None = None,
+        input: bytes | bytearray | memoryview | str | None = None,
         timeout: float | None = None,
         check: bool = False,
         text: bool = False,
         encoding: str | None = None,
         errors: str | None = None,
         tty: bool = False,
-    ) -> subprocess.CompletedProcess[bytes] | subprocess.CompletedProcess[str]: ...
+    ) -> CompletedProcess[bytes] | CompletedProcess[str]: ...
 
     def run(
         self,
         args: ProcessArgs,
         *,
         cwd: PathArg | None = None,
-        env: Mapping[str, str] | None = None,
+        env: EnvArg | None = None,
         replace_env: bool = False,
         shell: bool = False,
-        input: bytes | str | None = None,
+        input: bytes | bytearray | memoryview | str | None = None,
         timeout: float | None = None,
         check: bool = False,
         text: bool = False,
         encoding: str | None = None,
         errors: str | None = None,
         tty: bool = False,
-    ) -> subprocess.CompletedProcess[bytes] | subprocess.CompletedProcess[str]:
+    ) -> CompletedProcess[bytes] | CompletedProcess[str]:
         """Run a command to completion and collect its output, like ``subprocess.run``.
 
         ``stdout``/``stderr`` are bytes, or str when ``text``, ``encoding`` or ``errors`` is
         given (UTF-8 by default, newlines translated as in subprocess). ``input`` is fed to
         stdin, which then reaches EOF (on servers that cannot close stdin it is staged in a
-        temporary file on the environment side). ``timeout`` (seconds, default no limit)
-        covers the whole run.
+        temporary file on the environment side): a bytes-like object, or a str when ``text``,
+        ``encoding`` or ``errors`` is given. ``timeout`` (seconds, default no limit) covers
+        the whole run. Arguments are checked, as subprocess checks them, before anything is
+        sent or started.
 
         Raises:
             errors.TimeoutExpired: time ran out; the process was killed; the exception carries
                 the output collected so far.
             errors.CalledProcessError: ``check=True`` and the exit code was not 0.
-            FileNotFoundError: the executable or the cwd does not exist.
+            FileNotFoundError: the executable or the cwd does not exist (``filename`` says
+                which).
+            NotADirectoryError: the cwd is not a directory.
+            TypeError: ``args``, ``env``, ``cwd`` or ``input`` of the wrong type.
+            ValueError: a NUL character in ``args``, ``env`` or ``cwd``, or ``=`` in an
+                ``env`` name.
         """
         textual = text or encoding is not None or errors is not None
-        data: bytes | None
-        if isinstance(input, str):
-            data = input.encode(encoding or "utf-8", errors or "strict")
-        else:
-            data = None if input is None else bytes(input)
-        deadline = Deadline(timeout)
         spec = self._spec(
             args, cwd=cwd, env=env, replace_env=replace_env, shell=shell, stdin=False, tty=tty
         )
+        data = _input_bytes(input, textual=textual, encoding=encoding, errors=errors)
+        deadline = Deadline(timeout)
         staged: str | None = None
         if data is not None:
             if self._stdin_via_file(tty=tty):
@@ -302,7 +346,7 @@ class Environment:
                     try:
                         if data is not None and staged is None:
                             proc._feed(data, deadline)
-                        out, err = proc.communicate(timeout=deadline.left())
+                        out, err, lost = _communicate_through_gaps(proc, deadline.left())
                     except (_errors.TimeoutExpired, _errors.RequestTimeout):
                         # A write cut short by the run's deadline is the run timing out too.
                         if not deadline.expired():
@@ -321,24 +365,32 @@ class Environment:
         finally:
             if staged is not None:
                 self._unstage_input(staged)
-        result: subprocess.CompletedProcess[bytes] | subprocess.CompletedProcess[str]
+        result: CompletedProcess[bytes] | CompletedProcess[str]
         if textual:
-            result = subprocess.CompletedProcess(
-                args, code, _decode(out, encoding, errors), _decode(err, encoding, errors)
+            result = CompletedProcess(
+                args,
+                code,
+                _decode(out, encoding, errors),
+                _decode(err, encoding, errors),
+                process_id=proc.id,
             )
         else:
-            result = subprocess.CompletedProcess(args, code, out, err)
-        if check and code != 0:
-            raise _errors.CalledProcessError(
-                code, args, result.stdout, result.stderr, process_id=proc.id
-            )
+            result = CompletedProcess(args, code, out, err, process_id=proc.id)
+        if lost is not None:
+            # Every byte that arrived is in ``result``; the error says where the gaps are.
+            lost.completed = result
+            lost.stdout, lost.stderr = result.stdout, result.stderr
+            raise lost
+        if check:
+            result.check_returncode()
         return result
 
     def _kill_and_collect(self, proc: Process) -> tuple[bytes, bytes]:
         """After a timeout: kill the process and gather what it wrote until it closed."""
         try:
             proc.kill()
-            return proc.communicate(timeout=self._timeout)
+            out, err, _ = _communicate_through_gaps(proc, self._timeout)
+            return out, err
         except _errors.TimeoutExpired as exc:
             log.warning("process %s did not close after being killed", proc.id)
             return _as_bytes(exc.output), _as_bytes(exc.stderr)
@@ -377,7 +429,7 @@ class Environment:
         args: ProcessArgs,
         *,
         cwd: PathArg | None,
-        env: Mapping[str, str] | None,
+        env: EnvArg | None,
         replace_env: bool,
         shell: bool,
         stdin: bool,
@@ -396,7 +448,7 @@ class Environment:
         return ProcessSpec(
             argv=self._argv(args, shell=shell),
             cwd=self._cwd(cwd),
-            env=dict(env or {}),
+            env=_env_strings(env),
             env_policy=policy,
             tty=tty,
             pipe_stdin=stdin,
@@ -404,9 +456,16 @@ class Environment:
 
     def _argv(self, args: ProcessArgs, *, shell: bool) -> tuple[str, ...]:
         if isinstance(args, (str, bytes, os.PathLike)):
-            items = [_fspath(args)]
+            items = [_path_string(args, "args")]
         else:
-            items = [_fspath(a) for a in args]
+            try:
+                entries = list(args)
+            except TypeError:
+                raise TypeError(
+                    "args must be str, bytes, os.PathLike or a sequence of them, "
+                    f"not {type(args).__name__}"
+                ) from None
+            items = [_path_string(a, f"args[{i}]") for i, a in enumerate(entries)]
         if not items:
             raise ValueError("args must not be empty")
         if shell:
@@ -416,21 +475,66 @@ class Environment:
     def _cwd(self, cwd: PathArg | None) -> str:
         if cwd is None:
             return self._info.cwd
-        path = _fspath(cwd)
+        path = _path_string(cwd, "cwd")
         return path if posixpath.isabs(path) else posixpath.join(self._info.cwd, path)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._info.generation} cwd={self._info.cwd!r}>"
 
 
-def _fspath(value: object) -> str:
+def _path_string(value: object, what: str) -> str:
+    """``value`` (str, bytes or path-like, as subprocess takes them) as a str; ``what`` names
+    it in the errors."""
     if isinstance(value, str):
+        text = value
+    elif isinstance(value, (bytes, os.PathLike)):
+        text = os.fsdecode(value)
+    else:
+        raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
+    if "\0" in text:
+        # What subprocess says; servers would refuse it only after the request was sent.
+        raise ValueError(f"embedded null byte in {what}")
+    return text
+
+
+def _env_strings(env: object) -> dict[str, str]:
+    """``env`` checked as subprocess checks it, names and values decoded to str."""
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise TypeError(f"env must be a mapping, not {type(env).__name__}")
+    out: dict[str, str] = {}
+    for key, value in env.items():
+        name = _path_string(key, f"env key {key!r}")
+        if "=" in name:
+            raise ValueError(f"illegal environment variable name {name!r}")
+        out[name] = _path_string(value, f"env value for {name!r}")
+    return out
+
+
+def _input_bytes(
+    value: object, *, textual: bool, encoding: str | None, errors: str | None
+) -> bytes | None:
+    """``run(input=...)`` as bytes: a bytes-like object, or a str in text mode (encoded with
+    ``encoding``/``errors``); the refusals are worded as subprocess words them."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not textual:
+            raise TypeError(
+                "a bytes-like object is required for input, not 'str' "
+                "(give text=True, encoding or errors to pass a str)"
+            )
+        return value.encode(encoding or "utf-8", errors or "strict")
+    if type(value) is bytes:
         return value
-    if isinstance(value, bytes):
-        return os.fsdecode(value)
-    if isinstance(value, os.PathLike):
-        return os.fsdecode(os.fspath(value))
-    return str(value)
+    try:
+        view = memoryview(value)  # type: ignore[arg-type]
+    except TypeError:
+        wanted = "a str or a bytes-like object" if textual else "a bytes-like object"
+        raise TypeError(f"{wanted} is required for input, not {type(value).__name__!r}") from None
+    with view:
+        return view.tobytes()
 
 
 def _evolve(spec: ProcessSpec, *, pipe_stdin: bool) -> ProcessSpec:
@@ -477,3 +581,24 @@ def _as_bytes(value: bytes | str | None) -> bytes:
     if value is None:
         return b""
     return value if isinstance(value, bytes) else value.encode()
+
+
+def _communicate_through_gaps(
+    proc: Process, timeout: float | None
+) -> tuple[bytes, bytes, _errors.OutputLost | None]:
+    """``proc.communicate()`` to the end across any ``OutputLost``: everything received, and
+    the loss (None when nothing was lost)."""
+    deadline = Deadline(timeout)
+    outs: list[bytes] = []
+    errs: list[bytes] = []
+    while True:
+        try:
+            out, err = proc.communicate(timeout=deadline.left())
+        except _errors.OutputLost as gap:
+            outs.append(_as_bytes(gap.stdout))
+            errs.append(_as_bytes(gap.stderr))
+            continue
+        outs.append(out)
+        errs.append(err)
+        lost = proc.output_lost
+        return b"".join(outs), b"".join(errs), None if lost is None else _errors.fresh(lost)

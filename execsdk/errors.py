@@ -46,6 +46,7 @@ __all__ = [
     "InvalidRequest",
     "MethodNotFound",
     "NotFound",
+    "OutputLost",
     "ProcessError",
     "ProcessNotFound",
     "ProtocolError",
@@ -291,6 +292,39 @@ class TimeoutExpired(ProcessError, subprocess.TimeoutExpired, TimeoutError):
 
     def __str__(self) -> str:
         return subprocess.TimeoutExpired.__str__(self)
+
+
+class OutputLost(ProcessError):
+    """Output of a process was lost and cannot be recovered (a server that keeps only the
+    last part of it, read after a reconnect).
+
+    Raised by the calls that deliver output once they have delivered everything before the
+    gap; a later call goes on after it. ``chunks`` is how many output chunks are known lost (at
+    least that many), between seqs ``first_seq`` and ``last_seq``; ``streams`` names the
+    streams they may have belonged to (the server does not say which). ``stdout``/``stderr``
+    hold what :meth:`~execsdk.Process.communicate` collected so far; ``completed`` is the
+    :class:`subprocess.CompletedProcess` of ``run()`` (everything received, before and after
+    the gap).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        process_id: str | None = None,
+        chunks: int = 0,
+        first_seq: int = 0,
+        last_seq: int = 0,
+        streams: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, process_id=process_id)
+        self.chunks = chunks
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+        self.streams = streams
+        self.stdout: bytes | str | None = None
+        self.stderr: bytes | str | None = None
+        self.completed: Any = None
 
 
 class RemoteOSError(ExecSdkError, OSError):

@@ -12,8 +12,15 @@ ends it, as does garbage collection). Without host and environment, ``execsdk.co
 ``$EXECSDK_URL`` or the embedded server. Instances are not cached (``cachable = False``): one
 tied to a live connection must not outlive ``close()``.
 
-Errors are the builtin ones fsspec users expect (``FileNotFoundError`` ...). ``info`` asks the
+Errors are the builtin ones fsspec users expect (``FileNotFoundError`` ...), and none is
+swallowed: fsspec's generic recursive ``copy`` skips a file whose copy raises
+``FileNotFoundError``; here it raises (pass ``on_error="ignore"`` to skip). ``info`` asks the
 server for the path itself (``fs/getMetadata``) instead of listing the parent directory.
+
+Exclusive creation (``open(path, "xb")``, ``"x"``, ``pipe_file(..., mode="create")``) raises
+``FileExistsError`` when anything is at the path. It is atomic on servers announcing
+``execsdk/exclusiveCreate`` (``execsdk serve``); on codex servers and local environments the
+adapter looks first and then creates, so a writer racing in between can lose its file.
 """
 
 from __future__ import annotations
@@ -51,8 +58,9 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         host, port, token: connect to ``ws://host:port`` instead (this object owns the
             connection); ``url`` may be given whole instead of host and port.
         timeout: default timeout of the connection it opens.
-        auto_mkdir: create missing parent directories when writing a file (as fsspec's
-            ``LocalFileSystem(auto_mkdir=True)``); ``put`` always does.
+        auto_mkdir: create missing parent directories when writing or copying a file (as
+            fsspec's ``LocalFileSystem(auto_mkdir=True)``); ``put`` always does. Without it a
+            missing parent raises ``FileNotFoundError``.
 
     Thread-safety: every method may be called from any thread (as :class:`~execsdk.fs.Fs`).
     """
@@ -203,28 +211,27 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         on_error: Any = "omit",
         **kwargs: Any,
     ) -> Iterator[tuple[str, Any, Any]]:
+        """``(dirpath, dirs, files)`` below ``path``, as fsspec's ``walk``: names (or, with
+        ``detail=True``, name -> info dicts); top-down, pruning ``dirs`` in place prunes the
+        walk. ``maxdepth`` (1: ``path`` alone) bounds what is asked of the server too."""
         if maxdepth is not None and maxdepth < 1:
             raise ValueError("maxdepth must be at least 1")
         detail = kwargs.pop("detail", False)
         root = self.fs.abspath(self._strip_protocol(path))
+        depth = None if maxdepth is None else maxdepth - 1
         try:
-            if not self.fs.is_dir(root):
-                return
-            walker = self.fs.walk(root, topdown=topdown)
-            for dirpath, dirs, files in walker:
-                depth = 0 if dirpath == root else dirpath[len(root) :].strip("/").count("/") + 1
-                if detail:
-                    infos = self._infos([posixpath.join(dirpath, n) for n in dirs + files])
-                    by_name = {posixpath.basename(i["name"]): i for i in infos}
-                    yield (
-                        dirpath,
-                        {n: by_name[n] for n in dirs if n in by_name},
-                        {n: by_name[n] for n in files if n in by_name},
-                    )
-                else:
+            for dirpath, dirs, files in self.fs.walk(root, topdown=topdown, max_depth=depth):
+                if not detail:
                     yield dirpath, dirs, files
-                if maxdepth is not None and depth + 1 >= maxdepth:
-                    dirs[:] = []
+                    continue
+                infos = self._infos([posixpath.join(dirpath, n) for n in dirs + files])
+                by_name = {posixpath.basename(i["name"]): i for i in infos}
+                dir_infos = {n: by_name[n] for n in dirs if n in by_name}
+                yield dirpath, dir_infos, {n: by_name[n] for n in files if n in by_name}
+                # What the caller pruned from the dict is pruned from the walk.
+                dirs[:] = [n for n in dirs if n in dir_infos]
+        except NotADirectoryError:
+            return  # a file: nothing to walk (as os.walk)
         except OSError as exc:
             if on_error == "raise":
                 raise
@@ -274,10 +281,14 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return f.read(max(0, stop - begin))
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        """Write ``value`` to a file; ``mode="create"`` raises ``FileExistsError`` when anything
+        is there (atomically where the server offers it, see the module notes)."""
         p = self._strip_protocol(path)
-        if mode == "create" and self.fs.exists(p):
-            raise FileExistsError(p)
         self._parents(p)
+        if mode == "create":
+            with self.fs.open(p, "xb") as f:
+                f.write(value)
+            return
         self.fs.write_bytes(p, value)
 
     def _parents(self, path: str) -> None:
@@ -294,12 +305,12 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         cache_options: Any = None,
         **kwargs: Any,
     ) -> Any:
-        if mode not in ("rb", "wb"):
-            raise ValueError(f"execsdk files open in 'rb' or 'wb' mode, not {mode!r}")
+        if mode not in ("rb", "wb", "xb"):
+            raise ValueError(f"execsdk files open in 'rb', 'wb' or 'xb' mode, not {mode!r}")
         if not autocommit:
             raise NotImplementedError("transactions are not supported")
         p = self._strip_protocol(path)
-        if mode == "wb":
+        if mode != "rb":
             self._parents(p)
         return self.fs.open(p, mode)
 
@@ -332,11 +343,38 @@ class ExecFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 self.fs.remove(p)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Copy one file (a link as a link), or create ``path2`` as a directory for a directory.
+
+        The parent of ``path2`` is created with ``auto_mkdir``; otherwise a missing parent
+        raises ``FileNotFoundError``, as a missing source does.
+        """
         src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
         if self.fs.is_dir(src):
             self.fs.mkdir(dst, parents=True, exist_ok=True)
-        else:
-            self.fs.copy(src, dst)
+            return
+        self._parents(dst)
+        self.fs.copy(src, dst)
+
+    def copy(
+        self,
+        path1: Any,
+        path2: Any,
+        recursive: bool = False,
+        maxdepth: int | None = None,
+        on_error: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """fsspec's ``copy``, except that a file that cannot be copied raises, recursive or not
+        (fsspec's default skips it silently in recursive copies). ``on_error="ignore"`` skips
+        sources that raise ``FileNotFoundError``, as fsspec does."""
+        super().copy(
+            path1,
+            path2,
+            recursive=recursive,
+            maxdepth=maxdepth,
+            on_error="raise" if on_error is None else on_error,
+            **kwargs,
+        )
 
     def mv(
         self,

@@ -20,6 +20,7 @@ environment's default timeout unless ``timeout=`` is given.
 from __future__ import annotations
 
 import codecs
+import collections
 import functools
 import io
 import logging
@@ -77,11 +78,11 @@ class Process:
     thread, in seq order.
     """
 
-    gap_wait: float = 1.0
+    _gap_wait: float = 1.0
     """Seconds an out-of-order gap may stay open before a consumer fills it with a read."""
 
-    max_held: int = 256
-    """Events held behind a gap before the gap is filled without waiting for ``gap_wait``."""
+    _max_held: int = 256
+    """Events held behind a gap before the gap is filled without waiting for ``_gap_wait``."""
 
     def __init__(
         self,
@@ -122,10 +123,22 @@ class Process:
         self._closed_seen = False
         self._closed = False
         self._lost: BaseException | None = None
+        self._exit_seq: int | None = None  # seq of the exited event, once seen
+        # Output that cannot be recovered: raised in order by the delivering calls.
+        self._gaps: collections.deque[errors.OutputLost] = collections.deque()
+        self._output_lost: errors.OutputLost | None = None
+        ack_every = getattr(backend, "ack_every", None)
+        self._ack_every: int = ack_every if isinstance(ack_every, int) else 0
+        self._unacked = 0
+        self._events = _Receiver(self)
         self._started = False
         self._released = False
         self._waiters = 0
         self._buffer = OutputBuffer(output_budget)
+        # Chunks of other streams that a one-stream reader (iter_lines) passed over, kept for
+        # later readers: every one has a lower seq than anything left in _buffer.
+        self._aside: dict[Stream, OutputBuffer] = {}
+        self._output_budget = output_budget
         # communicate() keeps what it collected so a retry after a timeout loses nothing.
         self._comm_out = io.BytesIO()
         self._comm_err = io.BytesIO()
@@ -145,7 +158,10 @@ class Process:
             self._started = True
         try:
             self._backend.start(
-                self.id, self.spec, events=self, timeout=resolve_timeout(timeout, self._timeout)
+                self.id,
+                self.spec,
+                events=self._events,
+                timeout=resolve_timeout(timeout, self._timeout),
             )
         except BaseException:
             self._release()
@@ -154,9 +170,10 @@ class Process:
         return self
 
     # ------------------------------------------------------------------ ProcessEvents
-    # Called on the backend's I/O thread: quick, never blocking, never raising.
+    # Called through _Receiver on the backend's I/O thread: quick, never blocking, never
+    # raising.
 
-    def on_output(self, seq: int, stream: Stream, data: bytes) -> None:
+    def _event_output(self, seq: int, stream: Stream, data: bytes) -> None:
         """Receive one output chunk (backend I/O thread)."""
         try:
             with self._lock:
@@ -164,10 +181,11 @@ class Process:
         except Exception:
             log.exception("process %s: dropping a failure in on_output", self.id)
 
-    def on_exited(self, seq: int, exit_code: int) -> None:
+    def _event_exited(self, seq: int, exit_code: int) -> None:
         """Receive the exit code (backend I/O thread); ``wait()`` reports it at once."""
         try:
             with self._lock:
+                self._exit_seq = seq
                 if self._returncode is None:
                     self._returncode = exit_code
                     self._cond.notify_all()
@@ -175,7 +193,7 @@ class Process:
         except Exception:
             log.exception("process %s: dropping a failure in on_exited", self.id)
 
-    def on_closed(self, seq: int) -> None:
+    def _event_closed(self, seq: int) -> None:
         """Receive the end of output (backend I/O thread)."""
         try:
             with self._lock:
@@ -184,7 +202,7 @@ class Process:
         except Exception:
             log.exception("process %s: dropping a failure in on_closed", self.id)
 
-    def on_lost(self, exc: BaseException) -> None:
+    def _event_lost(self, exc: BaseException) -> None:
         """The backend can deliver nothing more: wake every waiter with ``exc``."""
         with self._lock:
             if self._closed or self._lost is not None:
@@ -193,7 +211,7 @@ class Process:
             self._cond.notify_all()
         log.debug("process %s: events lost: %r", self.id, exc)
 
-    def on_resync(self) -> None:
+    def _event_resync(self) -> None:
         """Events may have been missed (e.g. across a reconnect): the next waiter re-reads.
 
         Not part of the ``ProcessEvents`` protocol; a backend may call it when it knows
@@ -251,6 +269,12 @@ class Process:
                 self._submit(functools.partial(self._on_output, chunk))
             else:
                 self._buffer.append(chunk)
+            if self._ack_every:
+                # Received in order up to here: the server may let these chunks go.
+                self._unacked += len(data)
+                if self._unacked >= self._ack_every:
+                    self._unacked = 0
+                    self._backend.acknowledge(self.id, seq)  # type: ignore[attr-defined]
         elif kind == _EXIT:
             if self._returncode is None:
                 self._returncode = code
@@ -287,8 +311,8 @@ class Process:
             return False
         return (
             self._closed_seen
-            or now - self._gap_since >= self.gap_wait
-            or len(self._held) > self.max_held
+            or now - self._gap_since >= self._gap_wait
+            or len(self._held) > self._max_held
         )
 
     def _maybe_schedule_fill(self) -> None:
@@ -334,7 +358,11 @@ class Process:
             log.warning(
                 "process %s: output after seq %d cannot be recovered (%s)", self.id, after, failure
             )
-            self._drain(max(self._held, default=0) + 1)
+            skipped = self._drain(max(self._held, default=0) + 1)
+            # One of the skipped seqs may be the exit event, which is not output.
+            lost = skipped - (0 if self._exit_seq is not None else 1)
+            if lost > 0:
+                self._record_loss(lost, after + 1, after + skipped)
             if not self._closed:
                 assert failure is not None
                 raise failure
@@ -343,6 +371,7 @@ class Process:
 
     def _merge(self, result: ReadResult) -> None:
         before = self._next_seq
+        lost, last = self._count_lost(result, before)
         for chunk in result.chunks:
             if chunk.seq >= self._next_seq and chunk.seq not in self._held:
                 self._held[chunk.seq] = (_OUT, chunk.stream, chunk.data, 0)
@@ -356,20 +385,71 @@ class Process:
         skipped = self._drain(skip_below)
         if result.closed and not self._closed:
             self._apply_closed()
-        if skipped > 2:
-            log.warning(
-                "process %s: %d events between seq %d and %d are gone from the server "
-                "(it retains only the last 1 MiB of output)",
-                self.id,
-                skipped,
-                before,
-                self._next_seq,
-            )
+        if lost > 0 and skipped:
+            self._record_loss(lost, before, last)
         if self._next_seq == before and not self._closed:
             # No progress: let notifications catch up before reading again.
-            self._fill_not_before = time.monotonic() + self.gap_wait
+            self._fill_not_before = time.monotonic() + self._gap_wait
         else:
             self._fill_not_before = 0.0
+        self._cond.notify_all()
+
+    def _count_lost(self, result: ReadResult, before: int) -> tuple[int, int]:
+        """How many output chunks from seq ``before`` on the server no longer has, by this
+        read's answer; and the last seq of that range. Under _lock.
+
+        A server evicts the oldest output first (PROTOCOL.md §4.5), so what is gone is the
+        range from ``before`` up to the first chunk it still returns (or, with none returned,
+        to its ``nextSeq``). Seqs of that range the facade already holds are not lost; the
+        closed event and the exit event, which are not chunks, may sit in it and are not
+        counted. When the exit's seq cannot be placed (a G1 server's ``nextSeq`` stops at its
+        last chunk), it is assumed to be in the range: a count is a lower bound.
+        """
+        seqs = sorted(c.seq for c in result.chunks if c.seq >= before)
+        end = seqs[0] if seqs else result.next_seq
+        if end <= before:
+            return 0, 0
+        held = sum(1 for q in self._held if before <= q < end)
+        missing = end - before - held
+        exit_unplaced = result.exited and self._exit_seq is None
+        if not seqs:
+            missing -= int(result.closed) + int(exit_unplaced)
+        elif exit_unplaced:
+            present = set(seqs).union(q for q in self._held if q > seqs[0])
+            inner = seqs[-1] - seqs[0] + 1 - sum(1 for q in present if q <= seqs[-1])
+            tail = result.next_seq - 1 - seqs[-1] - int(result.closed)
+            if inner <= 0 and tail <= 0:
+                missing -= 1
+        return max(missing, 0), end - 1
+
+    def _record_loss(self, lost: int, first: int, last: int) -> None:
+        """Output seqs ``first``..``last`` (``lost`` chunks of them) are gone. Under _lock."""
+        streams: tuple[str, ...] = ("pty",) if self.spec.tty else ("stdout", "stderr")
+        gap = errors.OutputLost(
+            f"process {self.id}: {lost} output chunk(s) (seq {first} to {last}, up to "
+            f"{lost * 8} KiB of {' or '.join(streams)}) were lost; the server kept only the "
+            "last part of the output while the connection was down",
+            process_id=self.id,
+            chunks=lost,
+            first_seq=first,
+            last_seq=last,
+            streams=streams,
+        )
+        log.warning("%s", gap)
+        self._gaps.append(gap)
+        total = self._output_lost
+        if total is None:
+            self._output_lost = gap
+        else:
+            self._output_lost = errors.OutputLost(
+                f"process {self.id}: {total.chunks + lost} output chunk(s) were lost in "
+                f"{len(self._gaps)} gap(s) between seq {total.first_seq} and {last}",
+                process_id=self.id,
+                chunks=total.chunks + lost,
+                first_seq=total.first_seq,
+                last_seq=last,
+                streams=streams,
+            )
         self._cond.notify_all()
 
     def _wait_until(self, ready: Callable[[], bool], deadline: Deadline) -> bool:
@@ -388,7 +468,7 @@ class Process:
                     return False
                 wait = left
                 if (self._held or self._resync) and not self._filling:
-                    due = max(self._gap_since + self.gap_wait, self._fill_not_before) - now
+                    due = max(self._gap_since + self._gap_wait, self._fill_not_before) - now
                     wait = max(0.01, due) if wait is None else min(wait, max(0.01, due))
                 self._cond.wait(wait)
             return True
@@ -437,27 +517,90 @@ class Process:
         ``errors.TimeoutExpired`` is raised and unread output stays available. Consumes the
         chunks: other consumers (``communicate``, ``iter_lines``) will not see them. A process
         spawned with ``on_output`` keeps no chunks: this then only waits for the end.
+
+        Raises:
+            errors.OutputLost: output was lost (a server that keeps only the last part of it,
+                read after a reconnect); raised where the gap is, after every chunk before
+                it. Iterating again goes on after the gap.
         """
-        limit = resolve_timeout(timeout, None)
+        return self._chunks(None, resolve_timeout(timeout, None))
+
+    @property
+    def output_lost(self) -> errors.OutputLost | None:
+        """What output of this process was lost (all gaps together), or None: nothing was."""
+        return self._output_lost
+
+    def _chunks(self, want: Stream | None, limit: float | None) -> Iterator[OutputChunk]:
+        """Yield the chunks of ``want`` (None: every stream) in seq order; chunks of other
+        streams are kept for later readers."""
         deadline = Deadline(limit)
         while True:
             with self._lock:
-                if not self._wait_until(lambda: bool(self._buffer) or self._closed, deadline):
+                if not self._wait_until(lambda: self._has_chunks(want) or self._closed, deadline):
                     raise errors.TimeoutExpired(self.args, limit or 0.0, process_id=self.id)
-                chunks = self._buffer.pop()
+                chunks, origin = self._take(want)
+                if not chunks:
+                    if not self._closed:
+                        continue  # only chunks of other streams came: they were set aside
+                    if self._gaps:
+                        raise errors.fresh(self._gaps.popleft())
             if not chunks:
                 self._release()
                 return
             done = 0
             try:
                 while done < len(chunks):
+                    chunk = chunks[done]
+                    if self._gaps and chunk.seq > self._gaps[0].first_seq:
+                        with self._lock:
+                            gap = self._gaps.popleft()
+                        raise errors.fresh(gap)
                     done += 1
-                    yield chunks[done - 1]
+                    yield chunk
             finally:
                 if done < len(chunks):
                     # The consumer stopped early: put back what it never saw.
                     with self._lock:
-                        self._buffer.push_front(chunks[done:])
+                        back = self._buffer if origin is None else self._aside_buffer(origin)
+                        back.push_front(chunks[done:])
+
+    def _has_chunks(self, want: Stream | None) -> bool:
+        if self._buffer:
+            return True
+        if want is None:
+            return any(self._aside.values())
+        return bool(self._aside.get(want))
+
+    def _aside_buffer(self, stream: Stream) -> OutputBuffer:
+        buf = self._aside.get(stream)
+        if buf is None:
+            buf = self._aside[stream] = OutputBuffer(self._output_budget)
+        return buf
+
+    def _take(self, want: Stream | None) -> tuple[list[OutputChunk], Stream | None]:
+        """Under _lock: the next chunks for a reader of ``want``, and where unconsumed ones go
+        back (None: the main buffer; a stream: its set-aside buffer)."""
+        aside = self._aside
+        if want is not None:
+            mine = aside.get(want)
+            if mine:
+                return mine.pop(), want
+            kept: list[OutputChunk] = []
+            for chunk in self._buffer.pop():
+                if chunk.stream == want:
+                    kept.append(chunk)
+                else:
+                    self._aside_buffer(chunk.stream).append(chunk)
+            return kept, want
+        if any(aside.values()):
+            # Everything set aside precedes the main buffer; across streams, oldest first.
+            heads = [(buf.pop(0)[0], buf) for buf in aside.values() if buf]
+            oldest, _ = min(heads, key=lambda head: head[0].seq)
+            for chunk, buf in heads:
+                if chunk is not oldest:
+                    buf.push_front([chunk])
+            return [oldest], oldest.stream
+        return self._buffer.pop(), None
 
     def iter_lines(
         self,
@@ -470,31 +613,37 @@ class Process:
     ) -> Iterator[str]:
         """Yield decoded lines of one stream; a UTF-8 character or line split across chunks is
         joined first. With a tty the output is the ``pty`` stream (``"stdout"`` means it too)
-        and ``"\\r\\n"`` becomes ``"\\n"``. Chunks of other streams are consumed and dropped.
+        and ``"\\r\\n"`` becomes ``"\\n"``. Chunks of other streams are kept: a later
+        ``output()``, ``communicate()`` or ``iter_lines()`` of that stream gets them.
 
-        ``encoding`` defaults to UTF-8. ``timeout`` as in :meth:`output`.
+        ``encoding`` defaults to UTF-8. ``timeout`` as in :meth:`output`; ``OutputLost`` as
+        there, after the text before the gap (an unfinished line is yielded as it is).
         """
         want: Stream = "pty" if self.spec.tty and stream in ("stdout", "pty") else stream
         crlf = want == "pty"
         decoder = codecs.getincrementaldecoder(encoding or "utf-8")(errors)
         parts: list[str] = []
         end = "\n" if keepends else ""
-        for chunk in self.output(timeout=timeout):
-            if chunk.stream != want:
-                continue
-            text = decoder.decode(chunk.data)
-            if "\n" not in text:
-                if text:
-                    parts.append(text)
-                continue
-            pieces = text.split("\n")
-            parts.append(pieces[0])
-            first = "".join(parts)
-            for line in (first, *pieces[1:-1]):
-                if crlf and line.endswith("\r"):
-                    line = line[:-1]
-                yield line + end
-            parts = [pieces[-1]] if pieces[-1] else []
+        try:
+            for chunk in self._chunks(want, resolve_timeout(timeout, None)):
+                text = decoder.decode(chunk.data)
+                if "\n" not in text:
+                    if text:
+                        parts.append(text)
+                    continue
+                pieces = text.split("\n")
+                parts.append(pieces[0])
+                first = "".join(parts)
+                for line in (first, *pieces[1:-1]):
+                    if crlf and line.endswith("\r"):
+                        line = line[:-1]
+                    yield line + end
+                parts = [pieces[-1]] if pieces[-1] else []
+        except _OutputLost:
+            rest = "".join(parts)
+            if rest:
+                yield rest
+            raise
         parts.append(decoder.decode(b"", final=True))
         rest = "".join(parts)
         if rest:
@@ -530,6 +679,11 @@ class Process:
                     self._comm_err.write(chunk.data)
                 else:
                     self._comm_out.write(chunk.data)
+        except errors.OutputLost as lost:
+            # What came before the gap is the caller's; a later call goes on after it.
+            lost.stdout, lost.stderr = self._comm_out.getvalue(), self._comm_err.getvalue()
+            self._comm_out, self._comm_err = io.BytesIO(), io.BytesIO()
+            raise
         except errors.TimeoutExpired:
             raise errors.TimeoutExpired(
                 self.args,
@@ -675,9 +829,36 @@ class Process:
         finally:
             with self._lock:
                 self._buffer.clear()
+                for buf in self._aside.values():
+                    buf.clear()
             self._release()
 
     def __repr__(self) -> str:
         code = self._returncode
-        state = "running" if code is None else f"exited {code}"
+        lost = self._lost
+        if code is not None:
+            state = f"exited {code}"
+        elif lost is not None:
+            state = f"unknown ({type(lost).__name__}: {lost})"
+        else:
+            state = "running"
+        if self._output_lost is not None:
+            state += f", {self._output_lost.chunks} output chunk(s) lost"
         return f"<Process {self.id!r} {self.args!r} {state}>"
+
+
+_OutputLost = errors.OutputLost  # iter_lines' ``errors`` parameter shadows the module there
+
+
+class _Receiver:
+    """The :class:`~execsdk.backends.ProcessEvents` a :class:`Process` registers with its
+    backend: the receiving side stays off the public object."""
+
+    __slots__ = ("on_closed", "on_exited", "on_lost", "on_output", "on_resync")
+
+    def __init__(self, proc: Process) -> None:
+        self.on_output = proc._event_output
+        self.on_exited = proc._event_exited
+        self.on_closed = proc._event_closed
+        self.on_lost = proc._event_lost
+        self.on_resync = proc._event_resync

@@ -205,13 +205,22 @@ class LocalFsBackend:
 
     def get_metadata(self, path: str, *, timeout: Timeoutish = UNSET) -> FileMetadata:
         """``fs/getMetadata``: follows symlinks for type and size, flags ``is_symlink``."""
-        method = "fs/getMetadata"
+        return self._stat("fs/getMetadata", path)[0]
+
+    def get_metadata_and_mode(
+        self, path: str, *, timeout: Timeoutish = UNSET
+    ) -> tuple[FileMetadata, int]:
+        """``fs/stat`` (our extension): :meth:`get_metadata` plus the permission bits
+        (``stat.S_IMODE``) of the file a link leads to."""
+        return self._stat("fs/stat", path)
+
+    def _stat(self, method: str, path: str) -> tuple[FileMetadata, int]:
         p = _normalize(path, method)
         with _mapped(method, p):
             st = os.stat(p)
             is_link = stat.S_ISLNK(os.lstat(p).st_mode)
         birth = getattr(st, "st_birthtime", None)
-        return FileMetadata(
+        meta = FileMetadata(
             is_directory=stat.S_ISDIR(st.st_mode),
             is_file=stat.S_ISREG(st.st_mode),
             is_symlink=is_link,
@@ -220,6 +229,30 @@ class LocalFsBackend:
             created_at_ms=int(birth * 1000) if birth else 0,
             modified_at_ms=st.st_mtime_ns // 1_000_000,
         )
+        return meta, stat.S_IMODE(st.st_mode)
+
+    @property
+    def supports_modes(self) -> bool:
+        """Always True: :meth:`set_mode` and :meth:`get_metadata_and_mode` work here."""
+        return True
+
+    def set_mode(self, path: str, mode: int, *, timeout: Timeoutish = UNSET) -> None:
+        """``fs/setMode`` (our extension): ``chmod`` to exactly ``mode`` (0 ... 0o7777),
+        following a link to its target, as ``os.chmod`` does.
+
+        Raises ``errors.InvalidParams`` for a mode outside 0 ... 0o7777 (file-type bits are
+        not permission bits), ``FileNotFoundError``, ``PermissionError`` (not the owner).
+        """
+        method = "fs/setMode"
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise errors.InvalidParams(
+                -32602,
+                f"invalid mode {mode!r}: expected permission bits 0..=4095 (0o7777)",
+                method=method,
+            )
+        p = _normalize(path, method)
+        with _mapped(method, p):
+            os.chmod(p, mode)
 
     def read_directory(self, path: str, *, timeout: Timeoutish = UNSET) -> list[DirEntry]:
         """``fs/readDirectory``: links report their target's type; dangling links are omitted."""

@@ -214,7 +214,9 @@ class IoLoop:
     def _held(self, proc: ProcRecord) -> bool:
         # Plain attribute reads: the flags are bools written under a lock by pause/resume, and
         # a resume always posts a "flow" command after writing, so a stale read is corrected.
-        return (proc.output_paused or self._output_paused) and self._stop_at is None
+        return (
+            proc.output_paused or self._output_paused or proc.window_full
+        ) and self._stop_at is None
 
     def _sync_reading(self, proc: ProcRecord) -> None:
         """Register or unregister the process's output fds as its pause state says."""

@@ -113,6 +113,7 @@ class LocalProcessBackend(IoLoop):
         self._procs: dict[str, ProcRecord] = {}
         self._closing = False
         self._output_paused = False  # pause_output(None); written under _lock
+        self._ack_window = 0  # keep_unacked_output(); read when a process starts
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._thread: threading.Thread | None = None
         self._sel: selectors.BaseSelector | None = None
@@ -137,6 +138,19 @@ class LocalProcessBackend(IoLoop):
     def can_interrupt(self) -> bool:
         """Always True: SIGINT is sent to the process group."""
         return True
+
+    def __repr__(self) -> str:
+        with self._lock:
+            procs = list(self._procs.values())
+            closing = self._closing
+        now = time.monotonic()
+        kept = [p for p in procs if not self._expired(p, now)]
+        running = sum(1 for p in kept if not p.exited)
+        state = " closed" if closing else ""
+        return (
+            f"<LocalProcessBackend processes={len(kept)} running={running} "
+            f"cwd={self._default_cwd!r}{state}>"
+        )
 
     # ----------------------------------------------------------------- lookups
 
@@ -206,6 +220,7 @@ class LocalProcessBackend(IoLoop):
         env = build_child_env(spec.env, spec.env_policy, self._base_env)
         cwd = spec.cwd if spec.cwd is not None else self._default_cwd
         proc = ProcRecord(process_id, events, spec)
+        proc.ack_window = self._ack_window
         with self._lock:
             if self._closing:
                 raise errors.ConnectionClosed("local process backend is closed")
@@ -459,6 +474,32 @@ class LocalProcessBackend(IoLoop):
             was = proc.output_paused
             proc.output_paused = False
         if was:
+            self._post(("flow", proc))
+
+    def keep_unacked_output(self, window: int) -> None:
+        """Processes started from now on keep every output chunk until :meth:`acknowledge`
+        covers it, and their output is not read while ``window`` bytes are unacknowledged.
+
+        This is how ``execsdk serve`` loses nothing across a reconnect (capability
+        ``execsdk/outputAck``): what a dropped connection did not deliver is still retained
+        when the client resumes, and a process whose client is away waits in ``write()``
+        instead of outrunning it. Memory per process stays below the retention limit plus
+        ``window`` plus one read.
+        """
+        if window <= 0:
+            raise ValueError(f"the window must be > 0 bytes, not {window!r}")
+        with self._lock:
+            self._ack_window = window
+
+    def acknowledge(self, process_id: str, seq: int) -> None:
+        """The client holds every event of ``process_id`` up to ``seq``: release those chunks
+        and resume reading a process that was waiting for it. Unknown ids are ignored."""
+        proc = self._lookup(process_id)
+        if proc is None:
+            return
+        with proc.lock:
+            resume = proc.acknowledge(seq, self._retain_bytes)
+        if resume:
             self._post(("flow", proc))
 
     def output_paused(self, process_id: str | None = None) -> bool:

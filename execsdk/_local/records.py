@@ -99,6 +99,12 @@ class ProcRecord:
         self.seq = 0
         self.chunks: collections.deque[OutputChunk] = collections.deque()
         self.retained_bytes = 0
+        # Output kept until acknowledged (LocalProcessBackend.keep_unacked_output): with a
+        # window, chunks after ``acked_seq`` are never evicted, and reading stops while
+        # ``unacked_bytes`` reaches the window. Guarded by ``lock``.
+        self.ack_window = 0
+        self.acked_seq = 0
+        self.unacked_bytes = 0
         self.exited = False
         self.exit_code: int | None = None
         self.closed = False
@@ -121,10 +127,41 @@ class ProcRecord:
         self.write_registered = False
 
     def retain(self, chunk: OutputChunk, limit: int) -> None:
+        """Keep ``chunk`` for ``process/read``; evict the oldest beyond ``limit`` bytes, but
+        never a chunk that is still unacknowledged (with an ack window). Under ``lock``."""
         self.chunks.append(chunk)
         self.retained_bytes += len(chunk.data)
-        while self.retained_bytes > limit and self.chunks:
-            self.retained_bytes -= len(self.chunks.popleft().data)
+        if self.ack_window:
+            self.unacked_bytes += len(chunk.data)
+        self.evict(limit)
+
+    def evict(self, limit: int) -> None:
+        """Drop the oldest chunks beyond ``limit`` bytes that may go. Under ``lock``."""
+        chunks = self.chunks
+        window = self.ack_window
+        while self.retained_bytes > limit and chunks:
+            if window and chunks[0].seq > self.acked_seq:
+                return
+            self.retained_bytes -= len(chunks.popleft().data)
+
+    def acknowledge(self, seq: int, limit: int) -> bool:
+        """The client holds every event up to ``seq``: its chunks may be evicted. True when
+        this took the process below its window (reading may resume). Under ``lock``."""
+        if not self.ack_window or seq <= self.acked_seq:
+            return False
+        was_full = self.unacked_bytes >= self.ack_window
+        start = self.first_index_after(self.acked_seq)
+        end = self.first_index_after(seq)
+        for i in range(start, end):
+            self.unacked_bytes -= len(self.chunks[i].data)
+        self.acked_seq = seq
+        self.evict(limit)
+        return was_full and self.unacked_bytes < self.ack_window
+
+    @property
+    def window_full(self) -> bool:
+        """Reading must wait for an acknowledgement (plain reads; see ``ack_window``)."""
+        return bool(self.ack_window) and self.unacked_bytes >= self.ack_window
 
     def first_index_after(self, after_seq: int) -> int:
         chunks = self.chunks

@@ -21,6 +21,7 @@ __all__ = [
     "ALL_GENERATIONS",
     "CAPABILITY_CLOSE_STDIN",
     "CAPABILITY_CONCURRENT_REQUESTS",
+    "CAPABILITY_FILE_MODE",
     "G2_ONLY",
     "HTTP_REQUEST_BODY_DELTA",
     "INITIALIZE",
@@ -51,6 +52,8 @@ HTTP_REQUEST_BODY_DELTA = "http/request/bodyDelta"
 
 CAPABILITY_CLOSE_STDIN = "execsdk/closeStdin"
 CAPABILITY_CONCURRENT_REQUESTS = "execsdk/concurrentRequests"
+CAPABILITY_FILE_MODE = "execsdk/fileMode"
+CAPABILITY_OUTPUT_ACK = "execsdk/outputAck"
 
 
 @attrs.frozen
@@ -99,6 +102,20 @@ METHODS: dict[str, MethodSpec] = dict(
             G2_ONLY,
             CAPABILITY_CLOSE_STDIN,
         ),
+        _spec(
+            "process/keepOutput",
+            t.ProcessKeepOutputParams,
+            t.ProcessKeepOutputResult,
+            G2_ONLY,
+            CAPABILITY_OUTPUT_ACK,
+        ),
+        _spec(
+            "process/ackOutput",
+            t.ProcessAckOutputParams,
+            t.ProcessAckOutputResult,
+            G2_ONLY,
+            CAPABILITY_OUTPUT_ACK,
+        ),
         _spec("fs/readFile", t.FsReadFileParams, t.FsReadFileResult),
         _spec("fs/writeFile", t.FsWriteFileParams, t.FsWriteFileResult),
         _spec("fs/createDirectory", t.FsCreateDirectoryParams, t.FsCreateDirectoryResult),
@@ -112,6 +129,8 @@ METHODS: dict[str, MethodSpec] = dict(
         _spec("fs/readBlock", t.FsReadBlockParams, t.FsReadBlockResult, G2_ONLY),
         _spec("fs/writeBlock", t.FsWriteBlockParams, t.FsWriteBlockResult, G2_ONLY),
         _spec("fs/close", t.FsCloseParams, t.FsCloseResult, G2_ONLY),
+        _spec("fs/setMode", t.FsSetModeParams, t.FsSetModeResult, G2_ONLY, CAPABILITY_FILE_MODE),
+        _spec("fs/stat", t.FsStatParams, t.FsStatResult, G2_ONLY, CAPABILITY_FILE_MODE),
         _spec("http/request", t.HttpRequestParams, t.HttpRequestResult, G2_ONLY),
         # codex announces these two through capabilities (§3.2, §3.21); other G2 servers may not
         # implement them, so a client must check.

@@ -56,6 +56,10 @@ __all__ = [
     "FsReadFileResult",
     "FsRemoveParams",
     "FsRemoveResult",
+    "FsSetModeParams",
+    "FsSetModeResult",
+    "FsStatParams",
+    "FsStatResult",
     "FsWalkEntry",
     "FsWalkError",
     "FsWalkOptions",
@@ -74,11 +78,15 @@ __all__ = [
     "InitializeParams",
     "InitializeResult",
     "OpenMode",
+    "ProcessAckOutputParams",
+    "ProcessAckOutputResult",
     "ProcessChunk",
     "ProcessCloseStdinParams",
     "ProcessCloseStdinResult",
     "ProcessClosedNotification",
     "ProcessExitedNotification",
+    "ProcessKeepOutputParams",
+    "ProcessKeepOutputResult",
     "ProcessOutputNotification",
     "ProcessReadParams",
     "ProcessReadResult",
@@ -106,7 +114,8 @@ Stream = Literal["stdout", "stderr", "pty"]
 WriteStatus = Literal["accepted", "unknownProcess", "stdinClosed", "starting"]
 EnvInherit = Literal["all", "core", "none"]
 ProcessSignal = Literal["interrupt"]
-OpenMode = Literal["read", "replace"]
+OpenMode = Literal["read", "replace", "createNew"]
+"""``createNew``: our extension (§7, ``execsdk/exclusiveCreate``); codex refuses it."""
 
 
 # --------------------------------------------------------------------------- initialize
@@ -332,6 +341,32 @@ class ProcessCloseStdinParams:
 @attrs.frozen(kw_only=True)
 class ProcessCloseStdinResult:
     """``process/closeStdin`` answers ``{}``."""
+
+
+@attrs.frozen(kw_only=True)
+class ProcessKeepOutputParams:
+    """``process/keepOutput`` (no params): our extension (§7, ``execsdk/outputAck``)."""
+
+
+@attrs.frozen(kw_only=True)
+class ProcessKeepOutputResult:
+    """``process/keepOutput``: processes started later keep output until acknowledged, and
+    wait while ``window`` bytes of it are unacknowledged."""
+
+    window: int
+
+
+@attrs.frozen(kw_only=True)
+class ProcessAckOutputParams:
+    """``process/ackOutput``: the client holds every event of the process up to ``seq``."""
+
+    process_id: str
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class ProcessAckOutputResult:
+    """``process/ackOutput`` answers ``{}``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -615,6 +650,41 @@ class FsWatchMissingResult:
     """``fs/watchMissing`` result."""
 
     watching: bool
+
+
+@attrs.frozen(kw_only=True)
+class FsSetModeParams:
+    """``fs/setMode`` params: our extension (§7, capability ``execsdk/fileMode``). ``mode`` is
+    the permission bits (0 ... 0o7777); a link's target is changed."""
+
+    path: WirePath
+    mode: int
+
+
+@attrs.frozen(kw_only=True)
+class FsSetModeResult:
+    """``fs/setMode`` answers ``{}``."""
+
+
+@attrs.frozen(kw_only=True)
+class FsStatParams:
+    """``fs/stat`` params: our extension (§7, capability ``execsdk/fileMode``)."""
+
+    path: WirePath
+
+
+@attrs.frozen(kw_only=True)
+class FsStatResult:
+    """``fs/stat`` result: ``fs/getMetadata``'s members plus ``mode``, the permission bits of
+    the file a link leads to (``stat.S_IMODE``)."""
+
+    is_directory: bool
+    is_file: bool
+    is_symlink: bool
+    created_at_ms: int
+    modified_at_ms: int
+    mode: int
+    size: int | None = None
 
 
 # --------------------------------------------------------------------------- http

@@ -53,6 +53,7 @@ from execsdk.fs.core import (
     ONE_CALL,
     FsCore,
     Host,
+    check_mode,
     deadline_for,
     is_dir_error,
     not_regular,
@@ -126,14 +127,42 @@ class Fs:
     # ------------------------------------------------------------------ metadata
 
     def stat(self, path: PathArg, *, timeout: Timeoutish = UNSET) -> FileInfo:
-        """Type, size and times of ``path`` (symlinks followed; ``is_symlink`` flags a link).
+        """Type, size, times and permission bits of ``path`` (symlinks followed;
+        ``is_symlink`` flags a link).
 
-        ``size`` is ``None`` on G1 servers. Raises ``FileNotFoundError`` (also for a dangling
-        link).
+        ``size`` is ``None`` on G1 servers. ``mode`` (``stat.S_IMODE`` bits) is known locally
+        and on servers announcing ``execsdk/fileMode`` (``execsdk serve``), in the same single
+        call; on codex servers it is ``None``, since reading it would cost a process per call.
+        Raises ``FileNotFoundError`` (also for a dangling link).
         """
-        return FileInfo.from_metadata(
-            self._backend.get_metadata(self.abspath(path), timeout=timeout)
-        )
+        p = self.abspath(path)
+        modes = self._core.modes
+        if modes is not None:
+            meta, mode = modes.get_metadata_and_mode(p, timeout=timeout)
+            return FileInfo.from_metadata(meta, mode)
+        return FileInfo.from_metadata(self._backend.get_metadata(p, timeout=timeout))
+
+    def chmod(self, path: PathArg, mode: int, *, timeout: Timeoutish = UNSET) -> None:
+        """Set the permission bits of ``path`` to exactly ``mode``, as ``os.chmod`` (a link's
+        target changes; the umask plays no part).
+
+        ``mode`` is 0 ... 0o7777: rwx for user, group and others plus setuid (0o4000), setgid
+        (0o2000) and sticky (0o1000); ``stat.S_IMODE(st.st_mode)`` gives it from a stat
+        result. Locally this is ``os.chmod``; on servers announcing ``execsdk/fileMode`` one
+        ``fs/setMode`` call; on codex servers a ``chmod`` process. As with ``chmod(1)``, the
+        system may drop setgid for a file whose group the server's user is not in.
+
+        Raises ``FileNotFoundError``, ``PermissionError`` (not the owner), ``ValueError`` (not
+        permission bits), ``TypeError`` (not an int).
+        """
+        p = self.abspath(path)
+        check_mode(mode)
+        dl = deadline_for(timeout)
+        modes = self._core.modes
+        if modes is not None:
+            modes.set_mode(p, mode, timeout=step(dl))
+        else:
+            self._core.set_modes([(p, mode)], dl)
 
     def exists(self, path: PathArg, *, timeout: Timeoutish = UNSET) -> bool:
         """True if ``path`` exists (a dangling symlink does not), as ``os.path.exists``."""
@@ -353,6 +382,7 @@ class Fs:
         dst: PathArg,
         *,
         recursive: bool = False,
+        preserve_mode: bool = True,
         timeout: Timeoutish = UNSET,
     ) -> None:
         """Copy a file, a symbolic link (as a link) or, with ``recursive``, a directory tree.
@@ -360,6 +390,12 @@ class Fs:
         ``dst`` is the path of the copy (not a directory to copy into). A file replaces an
         existing file. A directory copy creates missing parents and merges into an existing
         directory (files replaced; a link or directory meeting an entry of another kind fails).
+
+        Files keep their permission bits whatever ``preserve_mode`` says: every server's
+        ``fs/copy`` copies them, as ``shutil.copy`` does. With ``preserve_mode`` (the default)
+        the directories of a tree keep theirs too (a 0700 directory stays 0700), set after the
+        copy; without, they get the server's defaults (0777 less its umask).
+
         Raises ``FileNotFoundError``, ``IsADirectoryError`` (a directory without ``recursive``,
         or a file onto a directory), ``FileExistsError`` (a directory onto a file, a link onto
         anything), ``shutil.SameFileError`` (``src`` and ``dst`` are the same path),
@@ -370,6 +406,8 @@ class Fs:
         dl = deadline_for(timeout)
         if s == d:
             raise shutil.SameFileError(f"{s!r} and {d!r} are the same file")
+        if preserve_mode and recursive:
+            self._core.require_modes()
         try:
             self._backend.copy(s, d, recursive=recursive, timeout=step(dl))
         except errors.InvalidRequest as exc:
@@ -388,6 +426,24 @@ class Fs:
                     errno.EINVAL, "Only regular files, directories and links can be copied", s
                 ) from exc
             raise
+        if preserve_mode and recursive:
+            self._copy_directory_modes(s, d, dl)
+
+    def _copy_directory_modes(self, src: str, dst: str, dl: Deadline | None) -> None:
+        """After ``fs/copy`` of a tree: each directory of the copy gets its source's bits,
+        deepest first. Nothing to do for a file or a link (copied as a link)."""
+        core = self._core
+        meta = self._backend.get_metadata(src, timeout=step(dl))
+        if not meta.is_directory or meta.is_symlink:
+            return
+        found = walk.tree(core, src, None, False, dl)
+        rels = transfer.deepest_first(
+            [path[len(src.rstrip("/")) + 1 :] for path in found if path != src]
+        )
+        sources = [posixpath.join(src, rel) if rel else src for rel in rels]
+        modes = core.read_modes(sources, dl)
+        targets = [posixpath.join(dst, rel) if rel else dst for rel in rels]
+        core.set_modes(list(zip(targets, modes, strict=True)), dl)
 
     def move(self, src: PathArg, dst: PathArg, *, timeout: Timeoutish = UNSET) -> str:
         """Move a file, link or directory, as ``shutil.move`` / ``mv``; returns the new path.
@@ -420,10 +476,13 @@ class Fs:
         *,
         topdown: bool = True,
         followlinks: bool = False,
+        max_depth: int | None = None,
         timeout: Timeoutish = UNSET,
     ) -> Iterator[tuple[str, list[str], list[str]]]:
         """Yield ``(dirpath, dirnames, filenames)`` for ``top`` and every directory below, as
         ``os.walk`` (names sorted; with ``topdown`` you may prune ``dirnames`` in place).
+        ``max_depth`` limits how far below ``top`` directories are walked (0: ``top`` alone,
+        its subdirectories still named in ``dirnames``); only that much is asked of the server.
 
         Where the server offers ``fs/walk`` the whole tree comes in one call: it reports regular
         files and directories only, so symbolic links are not listed (with ``followlinks``,
@@ -437,7 +496,18 @@ class Fs:
         """
         root = self.abspath(top)
         dl = deadline_for(timeout)
-        tree = walk.tree(self._core, root, None, followlinks, dl)
+        if max_depth is not None and max_depth < 0:
+            raise ValueError(f"max_depth must be 0 or more, not {max_depth}")
+        tree = walk.tree(self._core, root, max_depth, followlinks, dl)
+        if max_depth is not None:
+            # The deepest directories are named in their parent but were not read: leave them
+            # out of the walk rather than report them empty.
+            prefix = root.rstrip("/") + "/"
+            tree = {
+                d: names
+                for d, names in tree.items()
+                if d == root or d[len(prefix) :].count("/") < max_depth
+            }
         yield from walk.walk_tree(tree, root, topdown)
 
     def canonicalize(self, path: PathArg, *, timeout: Timeoutish = UNSET) -> str:
@@ -490,7 +560,7 @@ class Fs:
     def open(
         self,
         path: PathArg,
-        mode: Literal["wb"],
+        mode: Literal["wb", "xb"],
         *,
         buffering: int = -1,
         timeout: Timeoutish = UNSET,
@@ -500,7 +570,7 @@ class Fs:
     def open(
         self,
         path: PathArg,
-        mode: Literal["r", "w", "rt", "wt"] = "r",
+        mode: Literal["r", "w", "x", "rt", "wt", "xt"] = "r",
         *,
         buffering: int = -1,
         encoding: str | None = None,
@@ -538,12 +608,16 @@ class Fs:
         ``"rb"``: an ``io.BufferedReader`` (1 MiB buffer) that is seekable; reads go through
         block handles, or on G1 through ``dd`` processes, one 8 MiB window at a time.
         ``"wb"``: an ``io.BufferedWriter``; the file is created/truncated now, data goes out in
-        1 MiB blocks (G1: 2 MiB parts, see the module notes). ``"r"``/``"w"`` wrap those in an
-        ``io.TextIOWrapper`` (UTF-8 unless ``encoding``). ``buffering=0`` gives the raw binary
-        object. ``timeout`` applies to every call the file makes.
+        1 MiB blocks (G1: 2 MiB parts, see the module notes). ``"xb"``: as ``"wb"`` for a new
+        file only, ``FileExistsError`` when anything is there; atomic on servers announcing
+        ``execsdk/exclusiveCreate`` (ours), elsewhere (codex, local) it looks first and then
+        creates, so a writer racing in between can lose its file. ``"r"``/``"w"``/``"x"`` wrap
+        those in an ``io.TextIOWrapper`` (UTF-8 unless ``encoding``). ``buffering=0`` gives the
+        raw binary object. ``timeout`` applies to every call the file makes.
 
         Each open file holds one server handle; servers allow 128 per connection.
-        Raises ``FileNotFoundError``, ``IsADirectoryError``, ``ValueError`` for other modes.
+        Raises ``FileNotFoundError``, ``FileExistsError``, ``IsADirectoryError``,
+        ``ValueError`` for other modes.
         """
         return streams.open_file(
             self._core,
@@ -564,6 +638,7 @@ class Fs:
         remote: PathArg,
         *,
         progress: Progress | None = None,
+        preserve_mode: bool = True,
         timeout: Timeoutish = UNSET,
     ) -> None:
         """Copy a local file to the remote path ``remote``, or a local directory tree to the
@@ -574,6 +649,13 @@ class Fs:
         files are skipped. ``progress(done, total)`` is called on this thread: first with 0,
         last with ``done == total``, never decreasing.
 
+        With ``preserve_mode`` (the default) every file and directory gets exactly the
+        permission bits of its local source (``stat.S_IMODE``, setuid/setgid/sticky included;
+        the remote umask plays no part), the top directory ``remote`` included. Without, new
+        files get 0666 and directories 0777 less the server's umask, and an existing file keeps
+        its bits. On codex servers the bits are set by ``chmod`` processes (a few hundred paths
+        each); elsewhere by one call per path.
+
         Raises:
             FileNotFoundError: ``local`` is missing, or the remote parent of a single file is.
             IsADirectoryError: a single file onto a remote directory.
@@ -581,7 +663,7 @@ class Fs:
         """
         src = os.fspath(local)
         dst = self.abspath(remote)
-        transfer.upload(self._core, src, dst, progress, deadline_for(timeout))
+        transfer.upload(self._core, src, dst, progress, deadline_for(timeout), preserve_mode)
 
     def download(
         self,
@@ -589,6 +671,7 @@ class Fs:
         local: str | os.PathLike[str],
         *,
         progress: Progress | None = None,
+        preserve_mode: bool = True,
         timeout: Timeoutish = UNSET,
     ) -> None:
         """Copy a remote file to the local path ``local``, or a remote directory tree into the
@@ -598,6 +681,12 @@ class Fs:
         Links to files arrive as files; links to directories and special files are skipped.
         ``progress(done, total)`` as in :meth:`upload`.
 
+        With ``preserve_mode`` (the default) every file and directory gets exactly the
+        permission bits of its remote source (the local umask plays no part), ``local``
+        included. They come with the metadata calls where the server has ``fs/stat``
+        (``execsdk serve``); on codex servers one ``stat`` process reads them for the whole
+        tree. Without, new files and directories get the local umask's defaults.
+
         Raises:
             FileNotFoundError: ``remote`` is missing, or the local parent of a single file is.
             IsADirectoryError: a single file onto a local directory.
@@ -605,7 +694,7 @@ class Fs:
         """
         src = self.abspath(remote)
         dst = os.fspath(local)
-        transfer.download(self._core, src, dst, progress, deadline_for(timeout))
+        transfer.download(self._core, src, dst, progress, deadline_for(timeout), preserve_mode)
 
     def _g1_sizes(self, paths: Sequence[str], dl: Deadline | None) -> list[int]:
         """Sizes of files whose metadata has none (G1), by a helper process (for fsspec)."""

@@ -213,6 +213,10 @@ class RemotePath:
         """See :meth:`Fs.stat`."""
         return self._fs.stat(self._path, timeout=timeout)
 
+    def chmod(self, mode: int, *, timeout: Timeoutish = UNSET) -> None:
+        """Set exactly these permission bits (0 ... 0o7777); see :meth:`Fs.chmod`."""
+        self._fs.chmod(self._path, mode, timeout=timeout)
+
     def read_bytes(self, *, timeout: Timeoutish = UNSET) -> bytes:
         """See :meth:`Fs.read_bytes`."""
         return self._fs.read_bytes(self._path, timeout=timeout)

@@ -15,10 +15,10 @@ import errno
 import io
 import logging
 from collections.abc import Callable, Iterator
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Literal, Protocol, cast, runtime_checkable
 
 from execsdk import errors
-from execsdk._deadline import Deadline, Timeoutish
+from execsdk._deadline import UNSET, Deadline, Timeoutish
 from execsdk._threads import io_thread_role
 from execsdk.fs.core import (
     BLOCK_SIZE,
@@ -44,6 +44,27 @@ WRITE_DEPTH = 2
 """Block calls kept in flight while streaming one file (hides round-trip latency)."""
 
 Mode = Literal["read", "replace"]
+
+
+@runtime_checkable
+class CreateNewBackend(Protocol):
+    """A backend whose ``open`` also takes ``mode="createNew"``: the file is created only where
+    nothing is, atomically (servers announcing ``execsdk/exclusiveCreate``, PROTOCOL.md §7).
+    Elsewhere exclusive-create modes look first and then create: not atomic."""
+
+    @property
+    def supports_create_new(self) -> bool:
+        """True when ``open(..., mode="createNew")`` works."""
+
+    def open(
+        self,
+        handle_id: str,
+        path: str,
+        *,
+        mode: Literal["read", "replace", "createNew"] = "read",
+        timeout: Timeoutish = UNSET,
+    ) -> None:
+        """``fs/open``; ``createNew`` fails with ``FileExistsError`` when anything is there."""
 
 
 # --------------------------------------------------------------------------- handles, windows
@@ -204,14 +225,20 @@ def open_file(
 ) -> IO[Any]:
     """The file object ``Fs.open`` returns (see there for the modes)."""
     kind = mode.replace("t", "")
-    if kind not in ("r", "w", "rb", "wb", "br", "bw") or ("b" in mode and "t" in mode):
-        raise ValueError(f"unsupported mode {mode!r}: use 'rb', 'wb', 'r' or 'w'")
+    if kind not in ("r", "w", "x", "rb", "wb", "xb", "br", "bw", "bx") or (
+        "b" in mode and "t" in mode
+    ):
+        raise ValueError(f"unsupported mode {mode!r}: use 'rb', 'wb', 'xb', 'r', 'w' or 'x'")
     binary = "b" in kind
-    reading = "r" in kind
     if binary and (encoding is not None or text_errors is not None or newline is not None):
         raise ValueError("binary mode takes no encoding, errors or newline argument")
     raw: RawReader | RawWriter
-    raw = _raw_reader(core, p, timeout) if reading else _raw_writer(core, p, timeout)
+    if "r" in kind:
+        raw = _raw_reader(core, p, timeout)
+    elif "x" in kind:
+        raw = _raw_creator(core, p, timeout)
+    else:
+        raw = _raw_writer(core, p, timeout)
     if buffering == 0:
         if not binary:
             raise ValueError("can't have unbuffered text I/O")
@@ -239,6 +266,27 @@ def _raw_reader(core: FsCore, p: str, timeout: Timeoutish) -> RawReader:
     if not meta.is_file:
         raise not_regular(p)
     return RawReader(p, WindowSource(core, p, timeout))
+
+
+def _raw_creator(core: FsCore, p: str, timeout: Timeoutish) -> RawWriter:
+    """Mode ``x``: a new file, ``FileExistsError`` when anything is at ``p`` (a dangling link
+    too, where the server creates atomically)."""
+    backend = core.backend
+    if (
+        "blocks" in core.features
+        and isinstance(backend, CreateNewBackend)
+        and backend.supports_create_new
+    ):
+        hid = handle_id()
+        backend.open(hid, p, mode="createNew", timeout=timeout)
+        return RawWriter(p, BlockSink(core, hid, timeout))
+    # No atomic create here (codex, the local backend): look, then create. Another writer may
+    # create the file in between, and then loses its content to this one.
+    try:
+        backend.get_metadata(p, timeout=timeout)
+    except FileNotFoundError:
+        return _raw_writer(core, p, timeout)
+    raise errors.os_error(errno.EEXIST, "File exists", p)
 
 
 def _raw_writer(core: FsCore, p: str, timeout: Timeoutish) -> RawWriter:

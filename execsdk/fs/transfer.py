@@ -2,6 +2,13 @@
 
 Big files stream through :mod:`execsdk.fs.streams` (bounded memory); the small files of a tree go
 several at a time, one call each. Progress is reported on the calling thread, never decreasing.
+
+Permission bits travel with ``preserve_mode`` (the default): each file and directory gets exactly
+its source's bits (``stat.S_IMODE``, setuid/setgid/sticky included), whatever the umask of the
+side that creates it. Files are set as they land; directories last, deepest first, so a
+read-only or untraversable directory never blocks what goes inside it. Where the backend has no
+permission calls (codex servers) one ``stat`` process reads the bits of a whole tree and one
+``chmod`` process sets them (a few hundred paths per process).
 """
 
 from __future__ import annotations
@@ -60,35 +67,54 @@ class Meter:
 
 
 def upload(
-    core: FsCore, src: str, dst: str, progress: Progress | None, dl: Deadline | None
+    core: FsCore,
+    src: str,
+    dst: str,
+    progress: Progress | None,
+    dl: Deadline | None,
+    preserve_mode: bool = True,
 ) -> None:
     """The local file or tree ``src`` to the absolute remote path ``dst`` (see ``Fs.upload``)."""
     st = os.stat(src)
+    if preserve_mode:
+        core.require_modes()
     meter = Meter(progress)
     if not stat.S_ISDIR(st.st_mode):
         meter.start(st.st_size)
         _upload_file(core, src, dst, st.st_size, meter, dl)
+        if preserve_mode:
+            core.set_modes([(dst, stat.S_IMODE(st.st_mode))], dl)
         meter.finish()
         return
-    dirs, files = scan_local(src)
+    dirs, files, modes = scan_local(src)
     meter.start(sum(size for _, size in files))
     core.backend.create_directory(dst, recursive=True, timeout=step(dl))
     for rel in leaf_dirs(dirs):
         core.backend.create_directory(posixpath.join(dst, rel), recursive=True, timeout=step(dl))
     small = [(rel, size) for rel, size in files if size <= POOL_FILE]
     large = [(rel, size) for rel, size in files if size > POOL_FILE]
+    # Files get their bits as they land when the backend can set them; else in one go below.
+    each = core.modes if preserve_mode else None
 
     def put_small(rel: str, size: int) -> int:
         with open(os.path.join(src, *rel.split("/")), "rb") as f:
             data = f.read()
-        core.backend.write_file(posixpath.join(dst, rel), data, timeout=step(dl))
+        target = posixpath.join(dst, rel)
+        core.backend.write_file(target, data, timeout=step(dl))
+        if each is not None:
+            each.set_mode(target, modes[rel], timeout=step(dl))
         return len(data)
 
     _pooled(small, put_small, meter)
     for rel, size in large:
-        _upload_file(
-            core, os.path.join(src, *rel.split("/")), posixpath.join(dst, rel), size, meter, dl
-        )
+        target = posixpath.join(dst, rel)
+        _upload_file(core, os.path.join(src, *rel.split("/")), target, size, meter, dl)
+        if each is not None:
+            each.set_mode(target, modes[rel], timeout=step(dl))
+    if preserve_mode:
+        later = [] if each is not None else _file_modes(files, modes)
+        later += [(rel, modes[rel]) for rel in deepest_first(dirs)]
+        core.set_modes([(posixpath.join(dst, r) if r else dst, m) for r, m in later], dl)
     meter.finish()
 
 
@@ -104,11 +130,13 @@ def _upload_file(
             write_from(core, dst, f.read, dl, meter.add)
 
 
-def scan_local(root: str) -> tuple[list[str], list[tuple[str, int]]]:
-    """Relative directories and (relative file, size) below the local ``root``: links to files
-    count as files, links to directories and special files are skipped."""
+def scan_local(root: str) -> tuple[list[str], list[tuple[str, int]], dict[str, int]]:
+    """Relative directories, (relative file, size) and the permission bits of each (``""``:
+    ``root`` itself) below the local ``root``: links to files count as files (with their
+    target's bits), links to directories and special files are skipped."""
     dirs: list[str] = []
     files: list[tuple[str, int]] = []
+    modes = {"": stat.S_IMODE(os.stat(root).st_mode)}
     pending = [""]
     while pending:
         rel = pending.pop()
@@ -119,9 +147,12 @@ def scan_local(root: str) -> tuple[list[str], list[tuple[str, int]]]:
             if entry.is_dir(follow_symlinks=False):
                 dirs.append(child)
                 pending.append(child)
+                modes[child] = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
             elif entry.is_file(follow_symlinks=True):
-                files.append((child, entry.stat(follow_symlinks=True).st_size))
-    return sorted(dirs), sorted(files)
+                st = entry.stat(follow_symlinks=True)
+                files.append((child, st.st_size))
+                modes[child] = stat.S_IMODE(st.st_mode)
+    return sorted(dirs), sorted(files), modes
 
 
 def leaf_dirs(dirs: list[str]) -> list[str]:
@@ -130,25 +161,49 @@ def leaf_dirs(dirs: list[str]) -> list[str]:
     return [d for d in dirs if d not in parents]
 
 
+def deepest_first(dirs: list[str]) -> list[str]:
+    """``dirs`` (relative) plus the root (``""``), each after every directory below it: the
+    order to set directory bits in (a directory made read-only or untraversable last)."""
+    return [*sorted(dirs, key=lambda d: (-d.count("/"), d)), ""]
+
+
+def _file_modes(files: list[tuple[str, int]], modes: dict[str, int]) -> list[tuple[str, int]]:
+    """(relative file, bits), grouped by bits so that one ``chmod`` takes many files."""
+    return sorted(((rel, modes[rel]) for rel, _ in files), key=lambda item: (item[1], item[0]))
+
+
 # --------------------------------------------------------------------------- download
 
 
 def download(
-    core: FsCore, src: str, dst: str, progress: Progress | None, dl: Deadline | None
+    core: FsCore,
+    src: str,
+    dst: str,
+    progress: Progress | None,
+    dl: Deadline | None,
+    preserve_mode: bool = True,
 ) -> None:
     """The remote file or tree ``src`` (absolute) to the local path ``dst`` (see
     ``Fs.download``)."""
+    if preserve_mode:
+        core.require_modes()
     meter = Meter(progress)
-    meta = core.backend.get_metadata(src, timeout=step(dl))
+    meta, mode = _stat_remote(core, src, preserve_mode, dl)
     if not meta.is_directory:
         if not meta.is_file:
             raise not_regular(src)
         size = meta.size if meta.size is not None else core.g1_sizes([src], dl)[0]
+        if preserve_mode and mode is None:
+            mode = core.read_modes([src], dl)[0]
         meter.start(size)
         _download_file(core, src, dst, size, meter, dl)
+        if mode is not None:
+            os.chmod(dst, mode)
         meter.finish()
         return
-    dirs, files = scan_remote(core, src, dl)
+    dirs, files, modes = scan_remote(core, src, dl, preserve_mode=preserve_mode)
+    if mode is not None:
+        modes[""] = mode
     meter.start(sum(size for _, size in files))
     os.makedirs(dst, exist_ok=True)
     for rel in dirs:
@@ -156,18 +211,37 @@ def download(
     small = [(rel, size) for rel, size in files if size <= POOL_FILE]
     large = [(rel, size) for rel, size in files if size > POOL_FILE]
 
+    def local(rel: str) -> str:
+        return os.path.join(dst, *rel.split("/")) if rel else dst
+
     def get_small(rel: str, size: int) -> int:
         data = core.backend.read_file(posixpath.join(src, rel), timeout=step(dl))
-        with open(os.path.join(dst, *rel.split("/")), "wb") as f:
+        with open(local(rel), "wb") as f:
             f.write(data)
+        if preserve_mode:
+            os.chmod(local(rel), modes[rel])
         return len(data)
 
     _pooled(small, get_small, meter)
     for rel, size in large:
-        _download_file(
-            core, posixpath.join(src, rel), os.path.join(dst, *rel.split("/")), size, meter, dl
-        )
+        _download_file(core, posixpath.join(src, rel), local(rel), size, meter, dl)
+        if preserve_mode:
+            os.chmod(local(rel), modes[rel])
+    if preserve_mode:
+        for rel in deepest_first(dirs):
+            os.chmod(local(rel), modes[rel])
     meter.finish()
+
+
+def _stat_remote(
+    core: FsCore, path: str, want_mode: bool, dl: Deadline | None
+) -> tuple[FileMetadata, int | None]:
+    """Metadata of ``path``, plus its permission bits when wanted and the backend tells them
+    in the same call (else None)."""
+    backend = core.modes if want_mode else None
+    if backend is not None:
+        return backend.get_metadata_and_mode(path, timeout=step(dl))
+    return core.backend.get_metadata(path, timeout=step(dl)), None
 
 
 def _download_file(
@@ -189,16 +263,27 @@ def _download_file(
 
 
 def scan_remote(
-    core: FsCore, root: str, dl: Deadline | None
-) -> tuple[list[str], list[tuple[str, int]]]:
+    core: FsCore, root: str, dl: Deadline | None, *, preserve_mode: bool = False
+) -> tuple[list[str], list[tuple[str, int]], dict[str, int]]:
     """Relative directories and (relative file, size) below ``root``, as transfers see it:
-    links to files count as files, links to directories and special files are skipped."""
+    links to files count as files, links to directories and special files are skipped.
+
+    With ``preserve_mode`` also the permission bits of each (``""``: ``root`` itself), from the
+    metadata calls where the backend has ``fs/stat``, else from ``stat`` processes (codex);
+    without, an empty dict.
+    """
     backend = core.backend
+    mode_backend = core.modes if preserve_mode else None
     dirs: list[str] = []
     files: list[str] = []
     pending = [""]
     unknown_sizes: list[str] = []
     sizes: dict[str, int] = {}
+    modes: dict[str, int] = {}
+
+    def probe(path: str) -> tuple[FileMetadata, int | None]:
+        return _stat_remote(core, path, mode_backend is not None, dl)
+
     with pool(WORKERS) as executor:
         while pending:
             level, pending = pending, []
@@ -210,13 +295,20 @@ def scan_remote(
                 )
                 for rel in level
             ]
-            probes: list[tuple[str, bool, concurrent.futures.Future[FileMetadata]]] = []
+            probes: list[
+                tuple[str, bool, concurrent.futures.Future[tuple[FileMetadata, int | None]]]
+            ] = []
             for rel, fut in zip(level, listings, strict=True):
                 for entry in fut.result():
                     child = f"{rel}/{entry.name}" if rel else entry.name
                     if not entry.is_dir and not entry.is_file:
                         continue
-                    needs_meta = (entry.is_dir and entry.is_symlink is None) or (entry.is_file)
+                    needs_meta = (
+                        entry.is_file
+                        or (entry.is_dir and entry.is_symlink is None)
+                        # the bits of a directory come with its metadata
+                        or (entry.is_dir and mode_backend is not None)
+                    )
                     if entry.is_dir and entry.is_symlink:
                         continue
                     if needs_meta:
@@ -224,11 +316,7 @@ def scan_remote(
                             (
                                 child,
                                 entry.is_dir,
-                                executor.submit(
-                                    backend.get_metadata,
-                                    posixpath.join(root, child),
-                                    timeout=step(dl),
-                                ),
+                                executor.submit(probe, posixpath.join(root, child)),
                             )
                         )
                     else:
@@ -236,9 +324,11 @@ def scan_remote(
                         pending.append(child)
             for child, is_dir, mfut in probes:
                 try:
-                    meta = mfut.result()
+                    meta, mode = mfut.result()
                 except FileNotFoundError:
                     continue  # removed meanwhile
+                if mode is not None:
+                    modes[child] = mode
                 if is_dir:
                     if not meta.is_symlink:
                         dirs.append(child)
@@ -253,7 +343,13 @@ def scan_remote(
         found = core.g1_sizes([posixpath.join(root, rel) for rel in unknown_sizes], dl)
         sizes.update(zip(unknown_sizes, found, strict=True))
     dirs.sort()
-    return dirs, [(rel, sizes[rel]) for rel in sorted(files)]
+    files.sort()
+    if preserve_mode and mode_backend is None:
+        # No fs/stat: one stat process (per few hundred paths) for the root and everything found.
+        rels = ["", *dirs, *files]
+        found_modes = core.read_modes([posixpath.join(root, r) if r else root for r in rels], dl)
+        modes.update(zip(rels, found_modes, strict=True))
+    return dirs, [(rel, sizes[rel]) for rel in files], modes
 
 
 def _pooled(items: list[tuple[str, int]], work: Callable[[str, int], int], meter: Meter) -> None:

@@ -16,6 +16,9 @@ from execsdk.remote.failures import map_fs_errors
 
 __all__ = ["RemoteFsBackend"]
 
+EXCLUSIVE_CREATE = "execsdk/exclusiveCreate"
+"""Capability of ``fs/open`` mode ``createNew`` (PROTOCOL.md §7; our server only)."""
+
 
 class RemoteFsBackend:
     """FsBackend over ``fs/*``. Thread-safety: every method from any thread."""
@@ -28,6 +31,38 @@ class RemoteFsBackend:
         if self._client.generation is Generation.G2:
             return frozenset({"canonicalize", "walk", "blocks"})
         return frozenset()
+
+    @property
+    def supports_create_new(self) -> bool:
+        """True when the server announces ``execsdk/exclusiveCreate`` (``fs/open`` mode
+        ``createNew``: the file is created only where nothing is, atomically)."""
+        return EXCLUSIVE_CREATE in self._client.server_info.capabilities
+
+    @property
+    def supports_modes(self) -> bool:
+        """True when the server announces ``execsdk/fileMode`` (``fs/setMode``, ``fs/stat``)."""
+        return self._client.supports("fs/setMode")
+
+    def set_mode(self, path: str, mode: int, *, timeout: Timeoutish = UNSET) -> None:
+        """``fs/setMode``: the permission bits of ``path`` (a link's target)."""
+        with map_fs_errors("fs/setMode", path):
+            self._client.fs_set_mode(path=path, mode=mode, timeout=timeout)
+
+    def get_metadata_and_mode(
+        self, path: str, *, timeout: Timeoutish = UNSET
+    ) -> tuple[FileMetadata, int]:
+        """``fs/stat``: what ``fs/getMetadata`` answers plus the permission bits."""
+        with map_fs_errors("fs/stat", path):
+            m = self._client.fs_stat(path=path, timeout=timeout)
+        meta = FileMetadata(
+            is_directory=m.is_directory,
+            is_file=m.is_file,
+            is_symlink=m.is_symlink,
+            size=m.size,
+            created_at_ms=m.created_at_ms,
+            modified_at_ms=m.modified_at_ms,
+        )
+        return meta, m.mode
 
     def read_file(self, path: str, *, timeout: Timeoutish = UNSET) -> bytes:
         with map_fs_errors("fs/readFile", path):
@@ -116,9 +151,10 @@ class RemoteFsBackend:
         handle_id: str,
         path: str,
         *,
-        mode: Literal["read", "replace"] = "read",
+        mode: Literal["read", "replace", "createNew"] = "read",
         timeout: Timeoutish = UNSET,
     ) -> None:
+        # "createNew" only where supports_create_new: codex refuses the mode.
         with map_fs_errors("fs/open", path):
             self._client.fs_open(handle_id=handle_id, path=path, mode=mode, timeout=timeout)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -21,12 +23,14 @@ from execsdk.backends import (
 from execsdk.client import Client
 from execsdk.errors import (
     ConnectionClosed,
+    ConnectionLost,
     InvalidRequest,
     ProcessNotFound,
+    RequestTimeout,
     SessionLost,
     UnsupportedByServer,
 )
-from execsdk.remote.failures import map_fs_errors
+from execsdk.remote.failures import map_spawn_errors
 
 __all__ = ["RemoteProcessBackend"]
 
@@ -69,6 +73,11 @@ class _Receivers:
             if self._ended is not None:
                 raise self._ended
             self._by_id[process_id] = events
+
+    def count(self) -> int:
+        """Processes whose events are routed here (started and not yet released)."""
+        with self._lock:
+            return len(self._by_id)
 
     def remove(self, process_id: str, events: ProcessEvents | None = None) -> None:
         with self._lock:
@@ -138,13 +147,120 @@ class _Receivers:
                 log.exception("process receiver failed on connection end")
 
 
+class _Acker:
+    """Sends ``process/ackOutput`` for processes of a server announcing ``execsdk/outputAck``.
+
+    Acknowledgements come from the I/O thread that applies output (which must not block), so
+    they are queued here, coalesced per process (only the highest seq matters), and sent by
+    one thread, ``execsdk-ack-<n>``, started on first use and ended with the client. A lost
+    acknowledgement costs nothing but time: the next one covers it, and until then the
+    server keeps the output (and at worst makes the process wait).
+
+    Thread-safety: :meth:`put` from any thread, never blocking.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._cond = threading.Condition()
+        self._pending: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        client.events.add_close_handler(self._stop)
+
+    def put(self, process_id: str, seq: int) -> None:
+        with self._cond:
+            if self._stopped:
+                return
+            if seq > self._pending.get(process_id, 0):
+                self._pending[process_id] = seq
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._main, name=f"execsdk-ack-{next(_acker_ids)}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _main(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                pending, self._pending = self._pending, {}
+            for process_id, seq in pending.items():
+                try:
+                    self._client.process_ack_output(process_id=process_id, seq=seq, timeout=30.0)
+                except (ConnectionLost, RequestTimeout) as exc:
+                    # Lost with the link: send it again (the call waits for a reconnect). A
+                    # process the server holds at its window sends nothing more to prompt it.
+                    log.debug("ack of %s up to seq %d failed (%r); retrying", process_id, seq, exc)
+                    self.put(process_id, seq)
+                    time.sleep(0.05)
+                except Exception as exc:
+                    log.debug("ack of %s up to seq %d failed: %r", process_id, seq, exc)
+
+    def _stop(self, cause: BaseException | None) -> None:
+        with self._cond:
+            self._stopped = True
+            self._pending.clear()
+            self._cond.notify()
+
+
+_acker_ids = itertools.count(1)
+
+ACK_EVERY = 1 << 20
+"""Bytes of output a process receives between two acknowledgements (``execsdk/outputAck``)."""
+
+
 class RemoteProcessBackend:
-    """ProcessBackend over ``process/*``. Thread-safety: every method from any thread."""
+    """ProcessBackend over ``process/*``. Thread-safety: every method from any thread.
+
+    On a server announcing ``execsdk/outputAck`` (ours) processes are started in a session
+    that keeps their output until acknowledged (``process/keepOutput``, sent once per
+    session), and the :class:`~execsdk.process.Process` facade acknowledges what it received
+    every :data:`ACK_EVERY` bytes: nothing is lost across a reconnect. Elsewhere the server
+    keeps only the last 1 MiB per process and a long outage can lose output
+    (``errors.OutputLost``).
+    """
 
     def __init__(self, client: Client, default_cwd: str) -> None:
         self._client = client
         self._default_cwd = default_cwd
         self._receivers = _Receivers(client)
+        self._keep_lock = threading.Lock()
+        self._kept_session: str | None = None
+        self._acker: _Acker | None = None
+        self._acked: set[str] = set()  # processes started while output is kept (under _keep_lock)
+
+    @property
+    def keeps_output(self) -> bool:
+        """True when this server keeps output until acknowledged: nothing is lost on resume."""
+        return self._client.supports("process/ackOutput")
+
+    @property
+    def ack_every(self) -> int | None:
+        """Bytes between acknowledgements, or None when the server takes none."""
+        return ACK_EVERY if self.keeps_output else None
+
+    def acknowledge(self, process_id: str, seq: int) -> None:
+        """Queue an acknowledgement (never blocks; from the thread applying output)."""
+        acker = self._acker
+        if acker is not None and process_id in self._acked:
+            acker.put(process_id, seq)
+
+    def _keep_output(self, timeout: Timeoutish) -> bool:
+        """Ask the session to keep unacknowledged output (once per session); True if kept."""
+        if not self.keeps_output:
+            return False
+        session = self._client.server_info.session_id
+        with self._keep_lock:
+            if self._kept_session != session:
+                self._client.process_keep_output(timeout=timeout)
+                self._kept_session = session
+                if self._acker is None:
+                    self._acker = _Acker(self._client)
+        return True
 
     @property
     def can_close_stdin(self) -> bool:
@@ -153,6 +269,15 @@ class RemoteProcessBackend:
     @property
     def can_interrupt(self) -> bool:
         return self._client.supports("process/signal")
+
+    def __repr__(self) -> str:
+        client = self._client
+        state = "" if client.is_open else " closed"
+        return (
+            f"<RemoteProcessBackend {client.url} {client.generation.value} "
+            f"session={client.server_info.session_id} "
+            f"processes={self._receivers.count()}{state}>"
+        )
 
     def start(
         self,
@@ -174,10 +299,19 @@ class RemoteProcessBackend:
                 include_only=list(policy.include_only),
             )
         )
+        kept = self._keep_output(timeout)
         # Output may arrive before the start answer (PROTOCOL.md §4.3): register first.
         self._receivers.add(process_id, events)
+        if kept:
+            with self._keep_lock:
+                self._acked.add(process_id)
         try:
-            with map_fs_errors("process/start", spec.argv[0] if spec.argv else None):
+            with map_spawn_errors(
+                self._client,
+                spec.argv[0] if spec.argv else None,
+                spec.cwd or self._default_cwd,
+                timeout=timeout,
+            ):
                 self._client.process_start(
                     process_id=process_id,
                     argv=spec.argv,
@@ -191,6 +325,8 @@ class RemoteProcessBackend:
                 )
         except BaseException:
             self._receivers.remove(process_id, events)
+            with self._keep_lock:
+                self._acked.discard(process_id)
             raise
 
     def write(self, process_id: str, data: bytes, *, timeout: Timeoutish = UNSET) -> WriteStatus:
@@ -246,3 +382,5 @@ class RemoteProcessBackend:
 
     def release(self, process_id: str) -> None:
         self._receivers.remove(process_id)
+        with self._keep_lock:
+            self._acked.discard(process_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
@@ -10,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from execsdk import errors
 from execsdk._protocol.wire import b64decode_strict, b64encode, b64encode_bytes, path_to_uri
 from execsdk.backends import WalkEntry
+from execsdk.server import params as P
 from execsdk.server.confine import Confinement, real_path
 from execsdk.server.handlers import RawResult, local_path, refuse_sandbox
-from execsdk.server.params import PathUri
+from execsdk.server.params import Field, PathUri, Struct
 
 if TYPE_CHECKING:
     from execsdk.server.connection import Connection
@@ -53,6 +55,36 @@ def fs_get_metadata(conn: Connection, p: dict[str, Any]) -> object:
         "size": meta.size,
         "createdAtMs": meta.created_at_ms,
         "modifiedAtMs": meta.modified_at_ms,
+    }
+
+
+# fs/setMode and fs/stat: our extension (PROTOCOL.md §7, capability ``execsdk/fileMode``). Their
+# params are declared here rather than in specs.py, which holds codex's structs.
+FS_SET_MODE = Struct("FsSetModeParams", [Field("path", P.URI), Field("mode", P.U64)])
+FS_STAT = Struct("FsStatParams", [Field("path", P.URI)])
+
+
+def fs_set_mode(conn: Connection, p: dict[str, Any]) -> object:
+    mode = p["mode"]
+    if mode > 0o7777:
+        raise errors.InvalidParams(
+            -32602, f"invalid mode {mode}: expected permission bits 0..=4095 (0o7777)"
+        )
+    # chmod follows a final link, so its target is what must lie inside the root.
+    conn.fs.set_mode(local_path(conn, p["path"]), mode)
+    return {}
+
+
+def fs_stat(conn: Connection, p: dict[str, Any]) -> object:
+    meta, mode = conn.fs.get_metadata_and_mode(local_path(conn, p["path"]))
+    return {
+        "isDirectory": meta.is_directory,
+        "isFile": meta.is_file,
+        "isSymlink": meta.is_symlink,
+        "size": meta.size,
+        "createdAtMs": meta.created_at_ms,
+        "modifiedAtMs": meta.modified_at_ms,
+        "mode": mode,
     }
 
 
@@ -167,8 +199,34 @@ def _check_copy_targets(confine: Confinement, source: str, destination: str) -> 
 
 def fs_open(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
-    conn.fs.open(p["handleId"], local_path(conn, p["path"]), mode=p["mode"])
+    path = local_path(conn, p["path"])
+    if p["mode"] == "createNew":
+        _open_new(conn, p["handleId"], path)
+    else:
+        conn.fs.open(p["handleId"], path, mode=p["mode"])
     return {"handleId": p["handleId"]}
+
+
+def _open_new(conn: Connection, handle_id: str, path: str) -> None:
+    """``fs/open`` mode ``createNew`` (PROTOCOL.md §7, ``execsdk/exclusiveCreate``): create the
+    file only where nothing is (O_EXCL: atomic against every other writer, and never through a
+    final link), then open it as ``replace`` does. Anything there -> "File exists (os error 17)".
+    """
+    if "\x00" in path:
+        raise errors.InvalidParams(-32602, "path contains a NUL byte", method="fs/open")
+    # ".." resolved textually, as the backend resolves it (§6 item 42): the file created here
+    # is the one the backend opens next.
+    norm = posixpath.normpath(path)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    os.close(os.open(norm, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+    try:
+        conn.fs.open(handle_id, norm, mode="replace")
+    except BaseException:
+        # Refused (handle id, handle limit): the file this request created goes again.
+        with contextlib.suppress(OSError):
+            os.unlink(norm)
+        raise
 
 
 def fs_read_block(conn: Connection, p: dict[str, Any]) -> object:

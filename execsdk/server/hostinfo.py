@@ -28,6 +28,9 @@ CAPABILITIES: dict[str, bool] = {
     "fileWriteStreaming": True,
     "execsdk/closeStdin": True,
     "execsdk/concurrentRequests": True,
+    "execsdk/exclusiveCreate": True,
+    "execsdk/fileMode": True,
+    "execsdk/outputAck": True,
 }
 """Every capability this server announces (each one ``true``)."""
 

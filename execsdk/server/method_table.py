@@ -21,6 +21,8 @@ from execsdk.server.env_methods import (
     http_request,
 )
 from execsdk.server.fs_methods import (
+    FS_SET_MODE,
+    FS_STAT,
     fs_canonicalize,
     fs_close,
     fs_copy,
@@ -31,13 +33,17 @@ from execsdk.server.fs_methods import (
     fs_read_directory,
     fs_read_file,
     fs_remove,
+    fs_set_mode,
+    fs_stat,
     fs_walk,
     fs_watch_missing,
     fs_write_block,
     fs_write_file,
 )
 from execsdk.server.process_methods import (
+    process_ack_output,
     process_close_stdin,
+    process_keep_output,
     process_read,
     process_signal,
     process_start,
@@ -61,6 +67,7 @@ from execsdk.server.specs import (
     FS_WRITE_BLOCK,
     FS_WRITE_FILE,
     HTTP_REQUEST,
+    PROCESS_ACK_OUTPUT,
     PROCESS_CLOSE_STDIN,
     PROCESS_READ,
     PROCESS_SIGNAL,
@@ -115,6 +122,8 @@ METHODS: dict[str, Method] = dict(
         _method("process/signal", PROCESS_SIGNAL, _EXEC, "change", process_signal),
         _method("process/terminate", PROCESS_TERMINATE, _EXEC, "change", process_terminate),
         _method("process/closeStdin", PROCESS_CLOSE_STDIN, _EXEC, "change", process_close_stdin),
+        _method("process/keepOutput", P.UNIT, _EXEC, "change", process_keep_output),
+        _method("process/ackOutput", PROCESS_ACK_OUTPUT, _EXEC, "free", process_ack_output),
         _method("fs/readFile", FS_READ_FILE, _FS, "read", fs_read_file),
         _method("fs/writeFile", FS_WRITE_FILE, _FS, "change", fs_write_file),
         _method("fs/createDirectory", FS_CREATE_DIRECTORY, _FS, "change", fs_create_directory),
@@ -129,6 +138,8 @@ METHODS: dict[str, Method] = dict(
         _method("fs/writeBlock", FS_WRITE_BLOCK, _FS, "change", fs_write_block),
         _method("fs/close", FS_CLOSE, _FS, "change", fs_close),
         _method("fs/watchMissing", FS_WATCH_MISSING, _FS, "change", fs_watch_missing),
+        _method("fs/setMode", FS_SET_MODE, _FS, "change", fs_set_mode),
+        _method("fs/stat", FS_STAT, _FS, "read", fs_stat),
         _method("http/request", HTTP_REQUEST, "http", "free", http_request),
     )
 )

@@ -189,12 +189,18 @@ class MapOf(Decoder):
 
 
 class Enum(Decoder):
-    """A unit-variant enum: ``"name"`` or serde's map form ``{"name": null}``."""
+    """A unit-variant enum: ``"name"`` or serde's map form ``{"name": null}``.
+
+    ``extensions``: variants of our own (PROTOCOL.md §7, used only by clients that saw the
+    capability announced) that are accepted but left out of the error message, so a client
+    that sends a wrong variant reads codex's words.
+    """
 
     expected = "string or map"
 
-    def __init__(self, *variants: str) -> None:
+    def __init__(self, *variants: str, extensions: Sequence[str] = ()) -> None:
         self.variants = variants
+        self.accepted = frozenset((*variants, *extensions))
 
     def _expected_variants(self) -> str:
         names = [f"`{v}`" for v in self.variants]
@@ -212,7 +218,7 @@ class Enum(Decoder):
             value = name
         if not isinstance(value, str):
             raise _type_error(value, self.expected)
-        if value not in self.variants:
+        if value not in self.accepted:
             raise _invalid(f"unknown variant `{value}`, expected {self._expected_variants()}")
         return value
 

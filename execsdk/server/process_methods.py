@@ -108,3 +108,17 @@ def process_terminate(conn: Connection, p: dict[str, Any]) -> object:
 def process_close_stdin(conn: Connection, p: dict[str, Any]) -> object:
     conn.session.backend.close_stdin(p["processId"])
     return {}
+
+
+OUTPUT_ACK_WINDOW = 8 << 20
+"""Unacknowledged output bytes a process may have before the server stops reading it."""
+
+
+def process_keep_output(conn: Connection, p: dict[str, Any]) -> object:
+    conn.session.backend.keep_unacked_output(OUTPUT_ACK_WINDOW)
+    return {"window": OUTPUT_ACK_WINDOW}
+
+
+def process_ack_output(conn: Connection, p: dict[str, Any]) -> object:
+    conn.session.backend.acknowledge(p["processId"], p["seq"])
+    return {}

@@ -85,6 +85,7 @@ PROCESS_SIGNAL = Struct(
 )
 PROCESS_TERMINATE = Struct("TerminateParams", [Field("processId", P.STR)])
 PROCESS_CLOSE_STDIN = Struct("CloseStdinParams", [Field("processId", P.STR)])
+PROCESS_ACK_OUTPUT = Struct("AckOutputParams", [Field("processId", P.STR), Field("seq", P.U64)])
 
 FS_READ_FILE = Struct("WireFsReadFileParams", [Field("path", P.URI), _sandbox()], size=3)
 FS_WRITE_FILE = Struct(
@@ -140,7 +141,13 @@ FS_OPEN = Struct(
     [
         Field("handleId", P.STR),
         Field("path", P.URI),
-        Field("mode", P.Enum("read", "replace"), required=False, default="read"),
+        # "createNew": our extension (PROTOCOL.md §7, execsdk/exclusiveCreate), unnamed in errors.
+        Field(
+            "mode",
+            P.Enum("read", "replace", extensions=("createNew",)),
+            required=False,
+            default="read",
+        ),
         _sandbox(),
     ],
 )

@@ -39,6 +39,9 @@ EXAMPLES: dict[type[BaseException], Callable[[], BaseException]] = {
     errors.SessionAttached: lambda: errors.server_error(-32010, "session s is already attached"),
     errors.ProcessError: lambda: errors.ProcessError("process failed", process_id="p1"),
     errors.ProcessNotFound: lambda: errors.ProcessNotFound("unknown", process_id="p2"),
+    errors.OutputLost: lambda: errors.OutputLost(
+        "3 chunks lost", process_id="p3", chunks=3, first_seq=2, last_seq=4, streams=("pty",)
+    ),
     errors.StdinClosed: lambda: errors.StdinClosed("stdin closed", process_id="p3"),
     errors.CalledProcessError: lambda: errors.CalledProcessError(
         2, ["false"], output=b"out", stderr=b"err", process_id="p4"

@@ -212,6 +212,104 @@ def test_find_walk_glob_du(efs: ExecFileSystem, base: str) -> None:
     assert efs.du(base) == 6
 
 
+def test_walk_top_down_names_subdirectories_at_the_depth_limit(
+    efs: ExecFileSystem, base: str
+) -> None:
+    efs.makedirs(f"{base}/a/b")
+    efs.pipe_file(f"{base}/a/1.txt", b"x")
+    efs.pipe_file(f"{base}/c.csv", b"x")
+    # Kept as a list: names yielded at the last level must not be emptied afterwards.
+    assert list(efs.walk(base, maxdepth=1)) == [(base, ["a"], ["c.csv"])]
+    assert list(efs.walk(base, maxdepth=2)) == [
+        (base, ["a"], ["c.csv"]),
+        (f"{base}/a", ["b"], ["1.txt"]),
+    ]
+
+
+def test_walk_bottom_up_honours_maxdepth(efs: ExecFileSystem, base: str) -> None:
+    efs.makedirs(f"{base}/a/b/c")
+    efs.pipe_file(f"{base}/a/b/c/deep", b"x")
+    walked = list(efs.walk(base, maxdepth=2, topdown=False))
+    assert walked == [(f"{base}/a", ["b"], []), (base, ["a"], [])]
+    assert [d for d, _, _ in efs.walk(base, topdown=False)] == [
+        f"{base}/a/b/c",
+        f"{base}/a/b",
+        f"{base}/a",
+        base,
+    ]
+
+
+@pytest.mark.parametrize("detail", [False, True])
+def test_walk_top_down_pruning_dirs_prunes_the_walk(
+    efs: ExecFileSystem, base: str, detail: bool
+) -> None:
+    for name in ("keep", "skip"):
+        efs.makedirs(f"{base}/{name}/sub")
+    seen = []
+    for dirpath, dirs, _ in efs.walk(base, detail=detail):
+        seen.append(dirpath)
+        if "skip" in dirs and detail:
+            del dirs["skip"]
+        elif "skip" in dirs:
+            dirs.remove("skip")
+    assert seen == [base, f"{base}/keep", f"{base}/keep/sub"]
+
+
+def test_walk_of_a_missing_path_follows_on_error(efs: ExecFileSystem, base: str) -> None:
+    assert list(efs.walk(f"{base}/nope")) == []
+    with pytest.raises(FileNotFoundError):
+        list(efs.walk(f"{base}/nope", on_error="raise"))
+    seen: list[OSError] = []
+    assert list(efs.walk(f"{base}/nope", on_error=seen.append)) == []
+    assert isinstance(seen[0], FileNotFoundError)
+
+
+def test_cp_file_creates_the_parent_with_auto_mkdir(env: Environment, base: str) -> None:
+    auto = ExecFileSystem(environment=env, auto_mkdir=True)
+    auto.pipe_file(f"{base}/f", b"one")
+    auto.cp_file(f"{base}/f", f"{base}/new/deep/f")
+    assert auto.cat(f"{base}/new/deep/f") == b"one"
+    with pytest.raises(FileNotFoundError):
+        ExecFileSystem(environment=env).cp_file(f"{base}/f", f"{base}/other/f")
+
+
+def test_recursive_copy_raises_instead_of_skipping_files(efs: ExecFileSystem, base: str) -> None:
+    # fsspec's generic copy ignores FileNotFoundError in recursive copies: without auto_mkdir
+    # every file of this glob copy would fail on the missing parent and be skipped silently.
+    efs.makedirs(f"{base}/src/sub")
+    efs.pipe_file(f"{base}/src/f", b"one")
+    efs.pipe_file(f"{base}/src/sub/g", b"two")
+    with pytest.raises(FileNotFoundError):
+        efs.copy(f"{base}/src/*", f"{base}/missing/dir/", recursive=True)
+    # Asked for explicitly, fsspec's skipping still works.
+    efs.copy(f"{base}/src/f", f"{base}/missing/f", on_error="ignore")
+    assert not efs.exists(f"{base}/missing")
+
+
+def test_move_of_a_list_keeps_sources_when_a_copy_fails(efs: ExecFileSystem, base: str) -> None:
+    efs.pipe_file(f"{base}/a", b"a")
+    efs.pipe_file(f"{base}/b", b"b")
+    with pytest.raises(FileNotFoundError):
+        efs.mv([f"{base}/a", f"{base}/b"], f"{base}/missing/dir/", recursive=True)
+    assert efs.cat(f"{base}/a") + efs.cat(f"{base}/b") == b"ab"
+
+
+def test_exclusive_open_and_pipe(efs: ExecFileSystem, base: str) -> None:
+    with efs.open(f"{base}/x.bin", "xb") as f:
+        f.write(b"first")
+    with pytest.raises(FileExistsError):
+        efs.open(f"{base}/x.bin", "xb")
+    with efs.open(f"{base}/x.txt", "x") as f:
+        f.write("text")
+    with pytest.raises(FileExistsError):
+        efs.open(f"{base}/x.txt", "x")
+    with pytest.raises(FileExistsError):
+        efs.pipe_file(f"{base}/x.bin", b"second", mode="create")
+    assert efs.cat(f"{base}/x.bin") + efs.cat(f"{base}/x.txt") == b"firsttext"
+    efs.pipe_file(f"{base}/y.bin", b"new", mode="create")
+    assert efs.cat(f"{base}/y.bin") == b"new"
+
+
 def test_put_and_get_trees_with_callbacks(efs: ExecFileSystem, base: str, tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)

@@ -246,7 +246,7 @@ def test_gap_is_filled_by_read_on_the_consumer_thread_after_close(backend: FakeB
 
 def test_gap_without_close_is_filled_once_it_stays_open(backend: FakeBackend) -> None:
     proc = make(backend)
-    proc.gap_wait = 0.05
+    proc._gap_wait = 0.05
     truth = [out(1, b"a"), out(2, b"b"), out(3, b"c"), out(4, b"d")]
     backend.script(proc.id, truth)
     backend.deliver(proc.id, [out(1, b"a"), out(3, b"c"), out(4, b"d")])
@@ -274,7 +274,7 @@ def test_exit_code_is_known_before_the_last_output(backend: FakeBackend) -> None
 
 def test_gap_holding_the_exit_event_is_filled_for_wait(backend: FakeBackend) -> None:
     proc = make(backend)
-    proc.gap_wait = 0.05
+    proc._gap_wait = 0.05
     backend.script(proc.id, [out(1, b"x"), exited(2, 5), closed(3)])
     backend.deliver(proc.id, [out(1, b"x"), closed(3)])
     assert proc.wait(timeout=5) == 5
@@ -285,7 +285,7 @@ def test_resync_rereads_events_lost_without_a_visible_gap(backend: FakeBackend) 
     proc = make(backend)
     backend.script(proc.id, [out(1, b"a"), out(2, b"b"), exited(3, 9), closed(4)])
     backend.deliver(proc.id, [out(1, b"a")])  # the rest was lost, e.g. across a reconnect
-    proc.on_resync()
+    proc._events.on_resync()
     assert proc.wait(timeout=5) == 9
     assert proc.communicate(timeout=5) == (b"ab", b"")
     assert backend.reads[0][1] == 1
@@ -302,24 +302,128 @@ def test_events_before_start_returns_are_kept(backend: FakeBackend) -> None:
     assert proc.communicate(timeout=5) == (b"early", b"")
 
 
-def test_evicted_output_is_skipped_with_a_warning(
-    backend: FakeBackend, caplog: pytest.LogCaptureFixture
+def test_evicted_output_raises_output_lost_after_what_came_before(
+    backend: FakeBackend,
 ) -> None:
     proc = make(backend)
     truth = [out(i, bytes([96 + i])) for i in range(1, 9)] + [exited(9, 0), closed(10)]
     backend.script(proc.id, truth)
     backend.evicted_below = 5  # the server kept only seq 5..8
     backend.deliver(proc.id, [out(1, b"a"), closed(10)])
-    assert proc.communicate(timeout=5) == (b"aefgh", b"")
+    with pytest.raises(errors.OutputLost) as info:
+        proc.communicate(timeout=5)
+    lost = info.value
+    assert (lost.stdout, lost.stderr) == (b"a", b"")
+    assert (lost.chunks, lost.first_seq, lost.last_seq) == (3, 2, 4)
+    assert lost.streams == ("stdout", "stderr")
+    assert lost.process_id == proc.id
+    assert "3 output chunk(s)" in str(lost)
+    # A second call goes on after the gap; the loss stays visible on the process.
+    assert proc.communicate(timeout=5) == (b"efgh", b"")
     assert proc.returncode == 0
-    assert "gone from the server" in caplog.text
+    assert proc.output_lost is not None and proc.output_lost.chunks == 3
+    assert "3 output chunk(s) lost" in repr(proc)
+
+
+def test_exit_event_in_the_evicted_range_is_not_counted_as_output(
+    backend: FakeBackend,
+) -> None:
+    proc = make(backend)
+    # The exit took seq 3, among chunks the server evicted (1..4); it kept 5 and 6.
+    truth = [out(1, b"a"), out(2, b"b"), exited(3, 0), out(4, b"d")]
+    truth += [out(5, b"e"), out(6, b"f"), closed(7)]
+    backend.script(proc.id, truth)
+    backend.evicted_below = 5
+    backend.deliver(proc.id, [out(1, b"a"), closed(7)])
+    chunks: list[bytes] = []
+    with pytest.raises(errors.OutputLost) as info:
+        for chunk in proc.output(timeout=5):
+            chunks.append(chunk.data)
+    assert chunks == [b"a"]
+    assert info.value.chunks == 2  # seq 2 and 4; seq 3 was the exit
+    assert [c.data for c in proc.output(timeout=5)] == [b"e", b"f"]
+
+
+def test_exit_after_the_retained_chunks_leaves_the_whole_range_lost(
+    backend: FakeBackend,
+) -> None:
+    proc = make(backend)
+    truth = [out(i, b"x") for i in range(1, 7)] + [exited(7, 0), closed(8)]
+    backend.script(proc.id, truth)
+    backend.evicted_below = 4
+    backend.deliver(proc.id, [out(1, b"x"), closed(8)])
+    with pytest.raises(errors.OutputLost) as info:
+        proc.communicate(timeout=5)
+    assert info.value.chunks == 2  # seq 2 and 3
+
+
+def test_a_resync_that_finds_everything_raises_nothing(backend: FakeBackend) -> None:
+    proc = make(backend)
+    backend.script(proc.id, [out(1, b"a"), out(2, b"b"), exited(3, 0), closed(4)])
+    backend.deliver(proc.id, [out(1, b"a")])
+    proc._events.on_resync()
+    assert proc.communicate(timeout=5) == (b"ab", b"")
+    assert proc.output_lost is None
+
+
+def test_iter_lines_yields_the_text_before_a_gap_then_raises(backend: FakeBackend) -> None:
+    proc = make(backend)
+    truth = [out(1, b"one\ntw"), out(2, b"lost\n"), out(3, b"three\n"), closed(4)]
+    backend.script(proc.id, truth)
+    backend.evicted_below = 3
+    backend.deliver(proc.id, [out(1, b"one\ntw"), closed(4)])
+    lines: list[str] = []
+    with pytest.raises(errors.OutputLost):
+        for line in proc.iter_lines(timeout=5):
+            lines.append(line)
+    assert lines == ["one", "tw"]
+    assert list(proc.iter_lines(timeout=5)) == ["three"]
+
+
+def test_iter_lines_keeps_the_other_stream_for_later_readers(backend: FakeBackend) -> None:
+    proc = make(backend)
+    events = [
+        out(1, b"o1\n"),
+        out(2, b"e1\n", "stderr"),
+        out(3, b"o2\n"),
+        out(4, b"e2\n", "stderr"),
+        out(5, b"o3\n"),
+        closed(6),
+    ]
+    backend.script(proc.id, events)
+    backend.deliver(proc.id, events)
+    assert list(proc.iter_lines("stdout", timeout=5)) == ["o1", "o2", "o3"]
+    assert list(proc.iter_lines("stderr", timeout=5)) == ["e1", "e2"]
+
+
+def test_a_stopped_one_stream_reader_leaves_every_chunk_in_order(backend: FakeBackend) -> None:
+    proc = make(backend)
+    events = [
+        out(1, b"o1\n"),
+        out(2, b"e1\n", "stderr"),
+        out(3, b"o2\n"),
+        out(4, b"e2\n", "stderr"),
+        out(5, b"o3\n"),
+        closed(6),
+    ]
+    backend.script(proc.id, events)
+    backend.deliver(proc.id, events)
+    lines = proc.iter_lines("stdout", timeout=5)
+    assert next(lines) == "o1"
+    lines.close()  # stops after the first line: o2 and o3 are put back
+    assert [c.seq for c in proc.output(timeout=5)] == [2, 3, 4, 5]
 
 
 def test_unknown_process_on_fill_drains_what_is_held(backend: FakeBackend) -> None:
     proc = make(backend)
     del backend.log[proc.id]
     backend.deliver(proc.id, [out(1, b"a"), exited(3, 0), closed(4)])
-    assert proc.communicate(timeout=5) == (b"a", b"")
+    # Seq 2 is neither the exit (3) nor the close (4): output nobody can read any more.
+    with pytest.raises(errors.OutputLost) as info:
+        proc.communicate(timeout=5)
+    assert info.value.stdout == b"a"
+    assert info.value.chunks == 1
+    assert proc.communicate(timeout=5) == (b"", b"")
 
 
 # --------------------------------------------------------------------------- lost
@@ -339,7 +443,7 @@ def test_on_lost_wakes_a_waiter_with_a_fresh_chained_error(backend: FakeBackend)
     t = threading.Thread(target=waiter)
     t.start()
     wait_until(lambda: waiting_in(t, "_wait_until"), 5, "wait() is not waiting")
-    proc.on_lost(cause)
+    proc._events.on_lost(cause)
     t.join(5)
     assert not t.is_alive()
     assert len(caught) == 1
@@ -350,7 +454,7 @@ def test_on_lost_wakes_a_waiter_with_a_fresh_chained_error(backend: FakeBackend)
 def test_output_before_loss_is_still_yielded(backend: FakeBackend) -> None:
     proc = make(backend)
     backend.deliver(proc.id, [out(1, b"kept")])
-    proc.on_lost(errors.ConnectionClosed("closed"))
+    proc._events.on_lost(errors.ConnectionClosed("closed"))
     it = proc.output(timeout=5)
     assert next(it).data == b"kept"
     with pytest.raises(errors.ConnectionClosed):
@@ -360,7 +464,7 @@ def test_output_before_loss_is_still_yielded(backend: FakeBackend) -> None:
 def test_loss_after_close_is_ignored(backend: FakeBackend) -> None:
     proc = make(backend)
     backend.deliver(proc.id, [out(1, b"x"), exited(2, 0), closed(3)])
-    proc.on_lost(errors.ConnectionLost("late"))
+    proc._events.on_lost(errors.ConnectionLost("late"))
     assert proc.communicate(timeout=1) == (b"x", b"")
     assert proc.wait(timeout=1) == 0
 
