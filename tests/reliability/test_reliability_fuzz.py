@@ -305,6 +305,7 @@ SCRATCH_ONLY = {
     "fs/copy",
     "fs/open",
     "fs/walk",
+    "fs/setMode",
 }
 
 
@@ -324,6 +325,8 @@ def base_params(method: str, scratch: Scratch) -> dict[str, Any]:
         "process/signal": {"processId": "fz-nobody", "signal": "interrupt"},
         "process/terminate": {"processId": "fz-nobody"},
         "process/closeStdin": {"processId": "fz-nobody"},
+        "process/keepOutput": {},
+        "process/ackOutput": {"processId": "fz-nobody", "seq": 1},
         "fs/readFile": {"path": scratch("file")},
         "fs/writeFile": {"path": scratch.play("w"), "dataBase64": "aGk="},
         "fs/createDirectory": {"path": scratch.play("dir/sub"), "recursive": True},
@@ -345,6 +348,8 @@ def base_params(method: str, scratch: Scratch) -> dict[str, Any]:
         "fs/readBlock": {"handleId": "fz-h", "offset": 0, "len": 10},
         "fs/writeBlock": {"handleId": "fz-h", "offset": 0, "chunk": "aGk="},
         "fs/close": {"handleId": "fz-h"},
+        "fs/setMode": {"path": scratch.play("m"), "mode": 0o644},
+        "fs/stat": {"path": scratch("file")},
         "environment/info": {},
         "environment/status": {},
         "environmentConfig/read": {
