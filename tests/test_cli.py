@@ -183,6 +183,10 @@ def test_run_tty_gives_the_command_a_terminal(ours: ServerHandle) -> None:
     assert proc.stdout == b"tty\r\n"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_run_output_is_flushed_live_and_ctrl_c_interrupts_the_remote_command(
     ours: ServerHandle,
 ) -> None:
@@ -193,6 +197,9 @@ def test_run_output_is_flushed_live_and_ctrl_c_interrupts_the_remote_command(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),
+        # As from a terminal: a test run started in the background (`cmd &` in a script)
+        # hands its children SIGINT ignored, and Python then never installs its handler.
+        preexec_fn=_default_sigint,
     )
     try:
         assert popen.stdout is not None

@@ -350,12 +350,18 @@ class Link:
                 continue
             installed = self._install(opened, lost)
             with self._cond:
-                if self._closing:
+                closing = self._closing
+                live = self._rpc is opened.rpc
+                settled = live and opened.rpc.is_open
+                if closing or settled:
                     self._supervising = False
-                    return
-                if self._rpc is opened.rpc and opened.rpc.is_open:
-                    self._supervising = False
-                    return
+            if closing:
+                if not live:
+                    # Opened while close() ran: never installed, so close() did not see it.
+                    opened.rpc.close(timeout=1.0)
+                return
+            if settled:
+                return
             # The new connection dropped already: go round again from there.
             last = opened.rpc.end_error()
             opened.rpc.close(timeout=1.0)
