@@ -26,7 +26,7 @@ import posixpath
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from execsdk import errors
@@ -51,6 +51,11 @@ WALK_MAX_ENTRIES = 50_000
 """``fs/walk`` refuses larger limits (codex 0.169: "filesystem walk limits exceed maximums")."""
 
 _FEATURES = frozenset({"canonicalize", "walk", "blocks"})
+
+Opener = Callable[[str, int, int], int]
+"""``opener(path, flags, mode) -> fd``: how :meth:`LocalFsBackend.read_file`, ``write_file``
+and ``open`` get their descriptor when not from ``os.open`` (``execsdk serve --root`` opens
+beneath the root with openat2)."""
 
 
 def _normalize(path: str, method: str) -> str:
@@ -153,13 +158,16 @@ class LocalFsBackend:
 
     # ------------------------------------------------------------------ whole files
 
-    def read_file(self, path: str, *, timeout: Timeoutish = UNSET) -> bytes:
+    def read_file(
+        self, path: str, *, timeout: Timeoutish = UNSET, opener: Opener | None = None
+    ) -> bytes:
         """Whole content of a regular file (``fs/readFile``); at most 512 MiB."""
         method = "fs/readFile"
         p = _normalize(path, method)
         with _mapped(method, p):
             # O_NONBLOCK: opening a FIFO must not hang; it is refused below anyway.
-            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(p, flags) if opener is None else opener(p, flags, 0)
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
@@ -177,12 +185,20 @@ class LocalFsBackend:
             finally:
                 os.close(fd)
 
-    def write_file(self, path: str, data: bytes, *, timeout: Timeoutish = UNSET) -> None:
+    def write_file(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        timeout: Timeoutish = UNSET,
+        opener: Opener | None = None,
+    ) -> None:
         """Create or truncate a file (``fs/writeFile``); the parent must exist."""
         method = "fs/writeFile"
         p = _normalize(path, method)
         with _mapped(method, p):
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            fd = os.open(p, flags, 0o666) if opener is None else opener(p, flags, 0o666)
             try:
                 _write_all(fd, memoryview(data))
             finally:
@@ -219,17 +235,7 @@ class LocalFsBackend:
         with _mapped(method, p):
             st = os.stat(p)
             is_link = stat.S_ISLNK(os.lstat(p).st_mode)
-        birth = getattr(st, "st_birthtime", None)
-        meta = FileMetadata(
-            is_directory=stat.S_ISDIR(st.st_mode),
-            is_file=stat.S_ISREG(st.st_mode),
-            is_symlink=is_link,
-            size=st.st_size,
-            # Linux Python has no birth time; codex 0.169 reports 0 there too (probed).
-            created_at_ms=int(birth * 1000) if birth else 0,
-            modified_at_ms=st.st_mtime_ns // 1_000_000,
-        )
-        return meta, stat.S_IMODE(st.st_mode)
+        return stat_metadata(st, is_link)
 
     @property
     def supports_modes(self) -> bool:
@@ -380,29 +386,7 @@ class LocalFsBackend:
         """
         method = "fs/walk"
         root = _normalize(path, method)
-        for name, value in (
-            ("maxDepth", max_depth),
-            ("maxDirectories", max_directories),
-            ("maxEntries", max_entries),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise errors.InvalidParams(-32602, f"invalid number for {name}", method=method)
-        if max_directories == 0 or max_entries == 0:
-            raise errors.InvalidRequest(
-                -32600, "filesystem walk limits must be greater than zero", method=method
-            )
-        if (
-            max_depth > WALK_MAX_DEPTH
-            or max_directories > WALK_MAX_DIRECTORIES
-            or max_entries > WALK_MAX_ENTRIES
-        ):
-            raise errors.InvalidRequest(
-                -32600,
-                "filesystem walk limits exceed maximums: "
-                f"depth={WALK_MAX_DEPTH}, directories={WALK_MAX_DIRECTORIES}, "
-                f"entries={WALK_MAX_ENTRIES}",
-                method=method,
-            )
+        check_walk_limits(max_depth, max_directories, max_entries)
         with _mapped(method, root):
             lst = os.lstat(root)
             st = os.stat(root) if stat.S_ISLNK(lst.st_mode) and follow_directory_symlinks else lst
@@ -461,6 +445,7 @@ class LocalFsBackend:
         *,
         mode: Literal["read", "replace"] = "read",
         timeout: Timeoutish = UNSET,
+        opener: Opener | None = None,
     ) -> None:
         """``fs/open``: ``read`` needs a regular file; ``replace`` creates or truncates now."""
         method = "fs/open"
@@ -489,7 +474,8 @@ class LocalFsBackend:
         try:
             with _mapped(method, p):
                 if mode == "read":
-                    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+                    fd = os.open(p, flags) if opener is None else opener(p, flags, 0)
                     try:
                         if not stat.S_ISREG(os.fstat(fd).st_mode):
                             raise _not_a_file(p, method)
@@ -497,7 +483,8 @@ class LocalFsBackend:
                         os.close(fd)
                         raise
                 else:
-                    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                    fd = os.open(p, flags, 0o666) if opener is None else opener(p, flags, 0o666)
             handle = _Handle(fd, mode, p)
         finally:
             with self._lock:
@@ -577,6 +564,49 @@ class LocalFsBackend:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def stat_metadata(st: os.stat_result, is_link: bool) -> tuple[FileMetadata, int]:
+    """``fs/getMetadata``'s values (and the permission bits) from a followed ``stat``."""
+    birth = getattr(st, "st_birthtime", None)
+    meta = FileMetadata(
+        is_directory=stat.S_ISDIR(st.st_mode),
+        is_file=stat.S_ISREG(st.st_mode),
+        is_symlink=is_link,
+        size=st.st_size,
+        # Linux Python has no birth time; codex 0.169 reports 0 there too (probed).
+        created_at_ms=int(birth * 1000) if birth else 0,
+        modified_at_ms=st.st_mtime_ns // 1_000_000,
+    )
+    return meta, stat.S_IMODE(st.st_mode)
+
+
+def check_walk_limits(max_depth: int, max_directories: int, max_entries: int) -> None:
+    """Refuse ``fs/walk`` limits as codex 0.169 does (before the disk is touched)."""
+    method = "fs/walk"
+    for name, value in (
+        ("maxDepth", max_depth),
+        ("maxDirectories", max_directories),
+        ("maxEntries", max_entries),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise errors.InvalidParams(-32602, f"invalid number for {name}", method=method)
+    if max_directories == 0 or max_entries == 0:
+        raise errors.InvalidRequest(
+            -32600, "filesystem walk limits must be greater than zero", method=method
+        )
+    if (
+        max_depth > WALK_MAX_DEPTH
+        or max_directories > WALK_MAX_DIRECTORIES
+        or max_entries > WALK_MAX_ENTRIES
+    ):
+        raise errors.InvalidRequest(
+            -32600,
+            "filesystem walk limits exceed maximums: "
+            f"depth={WALK_MAX_DEPTH}, directories={WALK_MAX_DIRECTORIES}, "
+            f"entries={WALK_MAX_ENTRIES}",
+            method=method,
+        )
 
 
 def _inside(path: str, top: str) -> bool:

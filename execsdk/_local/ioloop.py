@@ -308,7 +308,9 @@ class IoLoop:
         os.close(proc.pidfd)
         proc.pidfd = -1
         if info is None:
-            proc.reaped = True
+            with proc.lock:
+                proc.forget_group()
+                proc.reaped = True
         self._set_exited(proc, code)
 
     def _set_exited(self, proc: ProcRecord, code: int) -> None:
@@ -348,8 +350,7 @@ class IoLoop:
             fd = proc.stdin_fd
             proc.stdin_fd = -1
             proc.stdin_gone = True
-            proc.stdin_queue.clear()
-            proc.stdin_offset = 0
+            proc.drop_stdin()  # frees the queued bytes; waiting writes answer at once
         registered = proc.write_registered
         proc.write_registered = False
         if fd < 0:
@@ -364,9 +365,10 @@ class IoLoop:
             proc.flush_posted = False
             fd = proc.stdin_fd
             if fd < 0:
-                proc.stdin_queue.clear()
+                proc.drop_stdin()
                 return
             queue = proc.stdin_queue
+            queued_before = proc.stdin_queued
             while queue:
                 head = queue[0]
                 try:
@@ -379,9 +381,12 @@ class IoLoop:
                     close = True  # the child closed its stdin: drop what is queued, quietly
                     break
                 proc.stdin_offset += n
+                proc.stdin_queued -= n
                 if proc.stdin_offset >= len(head):
                     queue.popleft()
                     proc.stdin_offset = 0
+            if proc.stdin_waiters and proc.stdin_queued < queued_before:
+                proc.cond.notify_all()  # room for the writes waiting (bounded stdin)
             if not queue and proc.stdin_close_requested:
                 close = True
             want_write = bool(queue) and not close

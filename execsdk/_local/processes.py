@@ -6,8 +6,8 @@ process shared by output, exited and closed; output chunks of at most 8 KiB; exi
 for death by signal N; the last 1 MiB of output retained for :meth:`LocalProcessBackend.read`;
 records forgotten a while after ``closed``.
 
-Linux/POSIX only. Every child runs in its own session and process group
-(``start_new_session``), so ``terminate`` and ``interrupt`` reach its background children too.
+Linux/POSIX only. Every child runs in its own session and process group, so ``terminate``
+and ``interrupt`` reach its background children too.
 One I/O thread per backend (``execsdk-local-io-<n>``) multiplexes every pipe and pty with
 ``selectors`` and detects exits with ``os.pidfd_open`` (Linux >= 5.3); without pidfds a small
 waiter thread per process (``execsdk-local-wait-<n>``) does the blocking wait instead. A
@@ -20,10 +20,18 @@ reading a process's pipes, so once the pipe (or pty) buffer is full the child bl
 without ever blocking the I/O thread itself. Long-polling reads can be grouped in a
 :class:`PollScope` and ended together (our server ends a connection's polls when it goes away).
 
+Stdin is bounded: at most :data:`STDIN_LIMIT` bytes a child has not read yet are queued per
+process; a write beyond it waits (:meth:`LocalProcessBackend.write`, or
+:meth:`LocalProcessBackend.start_write` for a caller that waits elsewhere, like our server)
+until the child reads, exits or closes its stdin.
+
+Children start clean (``childenv.clean_spawn``): default signal dispositions, an empty signal
+mask, a session of their own. With :func:`guard_children`, a small guardian process kills
+every process group still registered when this process dies, however it dies.
+
 Differences a caller may notice: ``interrupt`` sends SIGINT to the whole process group (codex
-signals the process); ``write`` never blocks, so bytes a child does not read queue up in memory;
-argv[0] is looked up on the child's PATH (``os.defpath`` when it has none: like codex, never on
-this process's PATH).
+signals the process); argv[0] is looked up on the child's PATH (``os.defpath`` when it has
+none: like codex, never on this process's PATH).
 Every open process costs up to four file descriptors (stdout, stderr, stdin, pidfd); raise
 ``RLIMIT_NOFILE`` for thousands of concurrent processes.
 """
@@ -36,10 +44,12 @@ import fcntl
 import itertools
 import logging
 import os
+import pwd
 import selectors
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
@@ -47,7 +57,7 @@ from collections.abc import Callable, Mapping
 
 from execsdk import errors
 from execsdk._deadline import UNSET, Timeoutish, resolve_timeout
-from execsdk._local.childenv import build_child_env
+from execsdk._local.childenv import CLEAN_SPAWN, build_child_env, clean_spawn
 from execsdk._local.ioloop import IoLoop
 from execsdk._local.records import Command, PollScope, ProcRecord
 from execsdk.backends import (
@@ -59,11 +69,175 @@ from execsdk.backends import (
     WriteStatus,
 )
 
-__all__ = ["LocalProcessBackend"]
+__all__ = ["STDIN_LIMIT", "LocalProcessBackend", "PendingWrite", "guard_children"]
 
 log = logging.getLogger(__name__)
 
 _TTY_ROWS, _TTY_COLS = 24, 80
+
+STDIN_LIMIT = 8 << 20
+"""Bytes of stdin queued per process and not yet read by the child (8 MiB). A write that does
+not fit waits for room; one write larger than the limit is taken whole when nothing is queued,
+so the queue holds at most ``max(STDIN_LIMIT, one write)``."""
+
+# ----------------------------------------------------------------------------- the guardian
+
+GUARDIAN_MARK = "# execsdk-guardian"
+"""First line of the guardian's program: it names the process in ``ps`` and lets tools (and
+tests) tell it from the server's children."""
+
+_GUARDIAN = rf"""{GUARDIAN_MARK}
+import os, signal
+for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE):
+    signal.signal(s, signal.SIG_IGN)
+groups, rest = set(), b""
+while True:
+    try:
+        data = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    except OSError:
+        data = b""
+    if not data:
+        break
+    *lines, rest = (rest + data).split(b"\n")
+    for line in lines:
+        if line[:1] == b"+":
+            groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            groups.discard(int(line[1:]))
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class _Guardian:
+    """A child process that outlives us just long enough to kill our children.
+
+    It reads ``+PGID``/``-PGID`` lines from a pipe whose only writer is this process, and on
+    EOF (this process exited, crashed or was SIGKILLed) SIGKILLs every group still registered.
+    It runs in its own session and ignores the usual terminating signals, so a signal to our
+    process group or terminal does not take it first. A group is unregistered just before its
+    leader is reaped, so a recycled pid is never signalled. Thread-safety: any thread (each
+    line is one ``write()`` of fewer than PIPE_BUF bytes).
+    """
+
+    def __init__(self) -> None:
+        read_end, self._fd = os.pipe()
+        try:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _GUARDIAN],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(self._fd)
+            raise
+        finally:
+            os.close(read_end)
+        os.set_blocking(self._fd, False)
+        self._warned = False
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def _send(self, line: bytes) -> None:
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:  # gone (EPIPE) or stopped with a full pipe (EAGAIN)
+            if not self._warned:
+                self._warned = True
+                log.warning("the child guardian (pid %d) is not reading: %s", self.pid, exc)
+
+    def register(self, pgid: int) -> None:
+        self._send(b"+%d\n" % pgid)
+
+    def unregister(self, pgid: int) -> None:
+        self._send(b"-%d\n" % pgid)
+
+
+_guardian: _Guardian | None = None
+_guardian_lock = threading.Lock()
+
+
+def guard_children() -> int:
+    """From now on, children of every :class:`LocalProcessBackend` of this process die with it.
+
+    Starts the guardian process once (idempotent) and returns its pid. ``execsdk serve`` calls
+    it at start; a library user of the local backend may too. Processes started before are not
+    covered, nor a descendant that left its process group (``setsid``, ``setpgid``), nor one
+    whose group leader was already reaped.
+
+    Raises:
+        OSError: the guardian could not be started.
+    """
+    global _guardian
+    with _guardian_lock:
+        if _guardian is None:
+            _guardian = _Guardian()
+        return _guardian.pid
+
+
+def _pty_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A tty child's environment: codex's pty spawner adds ``SHELL`` (the user's login shell)
+    when the child's environment has none; still sorted by name."""
+    try:
+        shell = pwd.getpwuid(os.getuid()).pw_shell
+    except KeyError:
+        shell = ""
+    full = {**env, "SHELL": shell or "/bin/sh"}
+    return dict(sorted(full.items(), key=lambda item: os.fsencode(item[0])))
+
+
+def _rust_debug(text: str) -> str:
+    """``text`` quoted as Rust's ``{:?}`` quotes a string (codex quotes PATH so)."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+    out = [
+        escapes.get(ch) or (f"\\u{{{ord(ch):x}}}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
+        for ch in text
+    ]
+    return '"' + "".join(out) + '"'
+
+
+def _pty_program(name: str, env: Mapping[str, str], cwd: str) -> str:
+    """The program a tty child runs, found as codex's pty spawner finds it: ``arg0`` (else
+    ``argv[0]``) itself when it holds a slash, else the first executable file of that name on
+    the child's PATH; no PATH at all is an error, even where execvp would use a default.
+
+    Raises:
+        FileNotFoundError: (``errors.RemoteFileNotFoundError``) not found, with codex's words
+            as ``server_message``.
+    """
+    if "/" in name:
+        return name
+    path = env.get("PATH")
+    if path is None:
+        raise _not_found(name, f"Unable to spawn {name} because:\nUnable to resolve the PATH")
+    for folder in path.split(os.pathsep):
+        if not folder:
+            continue
+        candidate = os.path.join(folder, name)
+        checked = os.path.join(cwd, candidate)  # a relative PATH entry counts from the cwd
+        try:
+            if os.path.isfile(checked) and os.access(checked, os.X_OK):
+                return candidate
+        except ValueError:  # a NUL byte: no such file
+            break
+    raise _not_found(
+        name,
+        f"Unable to spawn {name} because:\nNo viable candidates found in PATH {_rust_debug(path)}",
+    )
+
+
+def _not_found(name: str, words: str) -> errors.RemoteOSError:
+    # FileNotFoundError for local callers; codex's words for the server's answer (-32603).
+    return errors.os_error(errno.ENOENT, os.strerror(errno.ENOENT), name, server_message=words)
 
 
 def _child_setup(tty: bool, default_sigint: bool) -> Callable[[], None] | None:
@@ -82,6 +256,97 @@ def _child_setup(tty: bool, default_sigint: bool) -> Callable[[], None] | None:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     return setup
+
+
+class PendingWrite:
+    """A stdin write waiting for room under :data:`STDIN_LIMIT`, in line behind earlier ones.
+
+    Returned by :meth:`LocalProcessBackend.start_write`; :meth:`wait` must be called once (it
+    also takes the write out of line when it gives up). Thread-safety: one waiting thread.
+    """
+
+    def __init__(
+        self, backend: LocalProcessBackend, proc: ProcRecord, data: bytes, token: object
+    ) -> None:
+        self._backend = backend
+        self._proc = proc
+        self._data = data
+        self._token = token
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def wait(self, timeout: float | None = None, scope: PollScope | None = None) -> WriteStatus:
+        """Wait for room, queue the data, return ``"accepted"``; also ``"accepted"`` (the data
+        dropped, as for any write after that) when the process exits or closes its stdin first.
+
+        Raises:
+            errors.RequestTimeout: ``timeout`` seconds passed (nothing was queued).
+            errors.ConnectionClosed: ``scope`` was cancelled (our server: the connection
+                ended) or the backend closed; nothing was queued.
+        """
+        proc, backend = self._proc, self._backend
+        end = None if timeout is None else time.monotonic() + timeout
+        post = False
+        with proc.cond:
+            if scope is not None:
+                scope._enter(proc.cond)
+            try:
+                while True:
+                    if proc.exited or proc.stdin_gone:
+                        self._leave_line()
+                        return "accepted"
+                    if (scope is not None and scope.cancelled) or backend._io_done:
+                        self._leave_line()
+                        raise errors.ConnectionClosed("the write was abandoned: connection closed")
+                    if proc.stdin_waiters[0] is self._token and proc.stdin_room(
+                        len(self._data), STDIN_LIMIT
+                    ):
+                        proc.stdin_waiters.popleft()
+                        proc.queue_stdin(self._data)
+                        self._data = b""
+                        self._after_last()
+                        post = not proc.flush_posted
+                        proc.flush_posted = True
+                        break
+                    left = None if end is None else end - time.monotonic()
+                    if left is not None and left <= 0:
+                        self._leave_line()
+                        raise errors.RequestTimeout(
+                            "process/write", timeout, "the child does not read its stdin"
+                        )
+                    proc.cond.wait(left)
+            finally:
+                if scope is not None:
+                    scope._leave(proc.cond)
+        if post:
+            backend._post(("flush", proc))
+        return "accepted"
+
+    def _leave_line(self) -> None:
+        # Under proc.lock: give up our place; the next write in line may now fit.
+        proc = self._proc
+        try:
+            proc.stdin_waiters.remove(self._token)
+        except ValueError:
+            return
+        self._data = b""
+        if self._after_last():
+            proc.flush_posted = True
+            self._backend._post(("flush", proc))  # never blocks (a wake-up pipe write)
+
+    def _after_last(self) -> bool:
+        # Under proc.lock: wake the next in line; the last one requests a pending EOF.
+        proc = self._proc
+        proc.cond.notify_all()
+        if proc.stdin_waiters or not proc.eof_after_waiters:
+            return False
+        proc.eof_after_waiters = False
+        if proc.exited or proc.stdin_gone:
+            return False
+        proc.request_eof()
+        return True
 
 
 class LocalProcessBackend(IoLoop):
@@ -218,6 +483,8 @@ class LocalProcessBackend(IoLoop):
         if not spec.argv:
             raise errors.InvalidParams(-32602, "argv must not be empty")
         env = build_child_env(spec.env, spec.env_policy, self._base_env)
+        if spec.tty and "SHELL" not in env:
+            env = _pty_env(env)
         cwd = spec.cwd if spec.cwd is not None else self._default_cwd
         proc = ProcRecord(process_id, events, spec)
         proc.ack_window = self._ack_window
@@ -262,12 +529,27 @@ class LocalProcessBackend(IoLoop):
     # ----------------------------------------------------------------- stdin
 
     def write(self, process_id: str, data: bytes, *, timeout: Timeoutish = UNSET) -> WriteStatus:
-        """Queue ``data`` for the process's stdin; never blocks (``timeout`` is unused).
+        """Queue ``data`` for the process's stdin, waiting while :data:`STDIN_LIMIT` bytes are
+        queued and unread (``timeout``: how long at most; default no limit).
 
         Returns ``"unknownProcess"`` for an unknown id, ``"stdinClosed"`` when the process has
         no stdin (neither ``pipe_stdin`` nor ``tty``) or :meth:`close_stdin` was called, else
-        ``"accepted"`` (the data is dropped when the process already exited or closed its stdin).
+        ``"accepted"`` (the data is dropped when the process already exited or closed its stdin,
+        also while the write waited).
+
+        Raises:
+            errors.RequestTimeout: no room within ``timeout`` (nothing was queued).
+            errors.ConnectionClosed: the backend was closed while the write waited.
         """
+        started = self.start_write(process_id, data)
+        if isinstance(started, PendingWrite):
+            return started.wait(resolve_timeout(timeout, None))
+        return started
+
+    def start_write(self, process_id: str, data: bytes) -> WriteStatus | PendingWrite:
+        """Like :meth:`write` but never blocks: the status, or a :class:`PendingWrite` holding
+        this write's place in line (writes are queued in the order they were started) when it
+        must wait for room. On this backend's I/O thread (a receiver) nothing ever waits."""
         proc = self._lookup(process_id)
         if proc is None:
             return "unknownProcess"
@@ -276,7 +558,14 @@ class LocalProcessBackend(IoLoop):
                 return "stdinClosed"
             if not data or proc.exited or proc.stdin_gone:
                 return "accepted"
-            proc.stdin_queue.append(bytes(data))
+            data = bytes(data)
+            if (
+                proc.stdin_waiters or not proc.stdin_room(len(data), STDIN_LIMIT)
+            ) and threading.current_thread() is not self._thread:
+                token = object()
+                proc.stdin_waiters.append(token)
+                return PendingWrite(self, proc, data, token)
+            proc.queue_stdin(data)
             post = not proc.flush_posted
             proc.flush_posted = True
         if post:
@@ -284,7 +573,8 @@ class LocalProcessBackend(IoLoop):
         return "accepted"
 
     def close_stdin(self, process_id: str, *, timeout: Timeoutish = UNSET) -> None:
-        """After the queued bytes, close the stdin pipe (EOF); with a tty, send ``^D`` instead.
+        """After the queued bytes (and the writes still waiting for room), close the stdin pipe
+        (EOF); with a tty, send ``^D`` instead.
 
         Later writes answer ``"stdinClosed"``. An unknown id is ignored, like ``process/signal``.
         """
@@ -297,10 +587,10 @@ class LocalProcessBackend(IoLoop):
             proc.stdin_closed = True
             if proc.exited or proc.stdin_gone:
                 return
-            if proc.tty:
-                proc.stdin_queue.append(b"\x04")
-            else:
-                proc.stdin_close_requested = True
+            if proc.stdin_waiters:
+                proc.eof_after_waiters = True  # the last waiting write requests it
+                return
+            proc.request_eof()
             post = not proc.flush_posted
             proc.flush_posted = True
         if post:
@@ -549,10 +839,13 @@ class LocalProcessBackend(IoLoop):
         self.close()
 
     def _spawn(self, proc: ProcRecord, spec: ProcessSpec, env: dict[str, str], cwd: str) -> None:
+        program = None
+        if spec.tty:
+            program = _pty_program(spec.argv[0] if spec.arg0 is None else spec.arg0, env, cwd)
         parent_fds: list[int] = []
         child_fds: list[int] = []
         stdin: int
-        preexec = _child_setup(spec.tty, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+        tty_path: str | None = None
         try:
             if spec.tty:
                 master, slave = os.openpty()
@@ -561,6 +854,8 @@ class LocalProcessBackend(IoLoop):
                 winsize = struct.pack("HHHH", _TTY_ROWS, _TTY_COLS, 0, 0)
                 fcntl.ioctl(slave, termios.TIOCSWINSZ, winsize)
                 stdin = stdout = stderr = slave
+                if CLEAN_SPAWN:
+                    tty_path = os.ttyname(slave)
                 stdin_fd = os.dup(master)  # own fd for writing, so reads and writes close apart
                 parent_fds.append(stdin_fd)
                 outputs: dict[int, Stream] = {master: "pty"}
@@ -584,17 +879,33 @@ class LocalProcessBackend(IoLoop):
             executable = argv[0]  # looked up on the child's PATH by Popen (env is the child's)
             if spec.arg0 is not None:
                 argv[0] = spec.arg0
-            popen = subprocess.Popen(
-                argv,
-                executable=executable,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
+            if program is not None:
+                executable = program
+            popen: subprocess.Popen[bytes] | None = None
+            if CLEAN_SPAWN:
+                pid = clean_spawn(
+                    argv,
+                    executable=executable,
+                    env=env,
+                    cwd=cwd,
+                    stdio=(-1 if stdin == subprocess.DEVNULL else stdin, stdout, stderr),
+                    tty_path=tty_path,
+                )
+            else:
+                # Without libc's posix_spawn: ignored signals other than SIGINT stay ignored.
+                preexec = _child_setup(spec.tty, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+                popen = subprocess.Popen(
+                    argv,
+                    executable=executable,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                )
+                pid = popen.pid
         except OSError as exc:
             for fd in parent_fds + child_fds:
                 os.close(fd)
@@ -615,18 +926,23 @@ class LocalProcessBackend(IoLoop):
             os.set_blocking(fd, False)
         if stdin_fd >= 0:
             os.set_blocking(stdin_fd, False)
+        guardian = _guardian
+        if guardian is not None:
+            guardian.register(pid)
         pidfd = -1
         if self._use_pidfd:
             try:
-                pidfd = os.pidfd_open(popen.pid)
+                pidfd = os.pidfd_open(pid)
             except OSError as exc:
                 if exc.errno == errno.ENOSYS:
                     self._use_pidfd = False
-                log.debug("pidfd_open(%d) failed (%s); using a waiter thread", popen.pid, exc)
+                log.debug("pidfd_open(%d) failed (%s); using a waiter thread", pid, exc)
         with proc.lock:
             proc.popen = popen
-            proc.pid = popen.pid
+            proc.pid = pid
             proc.outputs = outputs
             proc.stdin_fd = stdin_fd
             proc.pidfd = pidfd
-        log.debug("started process %r pid %d argv %r", proc.id, popen.pid, spec.argv[:1])
+            if guardian is not None:
+                proc.on_reaped = guardian.unregister
+        log.debug("started process %r pid %d argv %r", proc.id, pid, spec.argv[:1])

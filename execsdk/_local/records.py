@@ -11,6 +11,8 @@ import logging
 import os
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from execsdk.backends import (
@@ -125,6 +127,13 @@ class ProcRecord:
         self.stdin_gone = False  # pipe closed (exit, EPIPE): later writes are dropped
         self.flush_posted = False
         self.write_registered = False
+        # Bounded stdin (LocalProcessBackend.write): bytes queued and not yet written, and the
+        # writes waiting for room, oldest first. Guarded by ``lock``; ``cond`` is notified
+        # when the queue shrinks or stdin goes away.
+        self.stdin_queued = 0
+        self.stdin_waiters: collections.deque[object] = collections.deque()
+        self.eof_after_waiters = False  # close_stdin() came while writes were waiting
+        self.on_reaped: Callable[[int], None] | None = None  # told the pid before it is reaped
 
     def retain(self, chunk: OutputChunk, limit: int) -> None:
         """Keep ``chunk`` for ``process/read``; evict the oldest beyond ``limit`` bytes, but
@@ -191,15 +200,64 @@ class ProcRecord:
         """Collect the leader's exit status (the pid is free for reuse afterwards)."""
         # Under self.lock, so no killpg() can race the pid being freed.
         with self.lock:
+            pid = self.pid
+            if pid is None or self.reaped:
+                return
+            self.forget_group()
             popen = self.popen
-            if popen is None or self.reaped:
+            if popen is not None:
+                try:
+                    popen.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("process %r (pid %d) could not be reaped", self.id, pid)
+                    return
+                self.reaped = True
                 return
-            try:
-                popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("process %r (pid %d) could not be reaped", self.id, popen.pid)
-                return
-            self.reaped = True
+            end = time.monotonic() + timeout
+            while True:
+                try:
+                    done, _status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid  # reaped by somebody else
+                if done:
+                    self.reaped = True
+                    return
+                if time.monotonic() >= end:
+                    log.warning("process %r (pid %d) could not be reaped", self.id, pid)
+                    return
+                time.sleep(0.005)
+
+    def forget_group(self) -> None:
+        """Unregister the process group from the guardian: the leader is about to be reaped
+        (or was, by somebody else), after which its pid may be reused. Under ``lock``."""
+        callback, self.on_reaped = self.on_reaped, None
+        if callback is not None and self.pid is not None:
+            callback(self.pid)
+
+    # -- bounded stdin (under ``lock``) ---------------------------------------------------
+
+    def stdin_room(self, size: int, limit: int) -> bool:
+        """``size`` more bytes fit under ``limit`` (an empty queue takes any one write)."""
+        return self.stdin_queued == 0 or self.stdin_queued + size <= limit
+
+    def queue_stdin(self, data: bytes) -> None:
+        self.stdin_queue.append(data)
+        self.stdin_queued += len(data)
+
+    def request_eof(self) -> None:
+        """Close stdin once everything queued is written (``^D`` on a tty)."""
+        if self.tty:
+            self.queue_stdin(b"\x04")
+        else:
+            self.stdin_close_requested = True
+
+    def drop_stdin(self) -> None:
+        """Forget what is queued (stdin is gone) and wake the writes waiting for room."""
+        self.stdin_queue.clear()
+        self.stdin_offset = 0
+        self.stdin_queued = 0
+        if self.stdin_waiters:
+            self.cond.notify_all()
 
 
 Kind = Literal["out", "stdin", "pidfd", "wake"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import sys
 import urllib.parse
 from collections.abc import Callable
@@ -288,10 +289,12 @@ def uri_to_path(uri: object) -> str:
 @attrs.frozen
 class ParsedUri:
     """A path URI as a server reads it: ``path`` is absolute, or None when the URI names a host
-    other than localhost (``host`` then says which)."""
+    other than localhost (``host`` then says which) or a Windows drive (``drive`` is then the
+    URI as codex prints it when it refuses it: ``file:///C:/x``)."""
 
     path: str | None
     host: str = ""
+    drive: str | None = None
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -314,6 +317,8 @@ def _remove_dot_segments(path: str) -> str:
 
 
 _C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
+_DRIVE_HOST = re.compile(r"[A-Za-z][:|]")
+_DRIVE_PATH = re.compile(r"/([A-Za-z])(:|%3[Aa])(?=/|$)")
 
 
 def parse_file_uri(value: str) -> ParsedUri:
@@ -341,10 +346,20 @@ def parse_file_uri(value: str) -> ParsedUri:
         rest = rest[2:]
         slash = rest.find("/")
         host, rest = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    if _DRIVE_HOST.fullmatch(host):
+        # The URL standard reads `file://c:/x` as the path /c:/x.
+        host, rest = "", f"/{host[0]}:{rest}"
+    elif "@" in host or (":" in host and not host.startswith("[")):
+        raise ValueError("invalid URI: invalid international domain name")  # userinfo, port
     if not _local_host(host):
         return ParsedUri(None, urllib.parse.unquote(host).lower())
     if not rest.startswith("/"):
         rest = "/" + rest
+    drive = _DRIVE_PATH.match(rest)
+    if drive is not None:
+        # codex (0.169) refuses a Windows drive on a POSIX host rather than take /c:/x as a
+        # path; it prints the URI with the letter in capitals.
+        return ParsedUri(None, drive=f"file:///{drive.group(1).upper()}{rest[2:]}")
     raw = urllib.parse.unquote_to_bytes(_remove_dot_segments(rest))
     return ParsedUri(os.fsdecode(raw))
 

@@ -67,8 +67,28 @@ def _serve_auth(args: argparse.Namespace) -> Authenticator | None:
         raise UsageError(str(exc)) from None
 
 
+def _stop_signals() -> list[signal.Signals]:
+    """SIGINT, SIGTERM, and SIGHUP unless it is ignored (``nohup``): they end serving cleanly."""
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+        sigs.append(signal.SIGHUP)
+    return sigs
+
+
+def _guard_children() -> None:
+    """Start the guardian that kills our children if we die without cleaning up (SIGKILL)."""
+    from execsdk._local.processes import guard_children
+
+    try:
+        pid = guard_children()
+    except OSError as exc:
+        log.warning("no child guardian (children may outlive a killed server): %s", exc)
+        return
+    log.debug("child guardian pid %d", pid)
+
+
 class _Stop:
-    """SIGINT/SIGTERM set an event the main thread waits on. Thread-safety: any thread."""
+    """SIGINT/SIGTERM/SIGHUP set an event the main thread waits on. Thread-safety: any thread."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -79,7 +99,7 @@ class _Stop:
         self.event.set()
 
     def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _stop_signals():
             signal.signal(sig, self)
 
 
@@ -92,10 +112,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--root {args.root!r} is not an existing directory")
     if args.session_grace < 0:
         raise UsageError("--session-grace must be >= 0")
+    for option, value in (
+        ("--ws-ping-interval", args.ws_ping_interval),
+        ("--ws-ping-timeout", args.ws_ping_timeout),
+    ):
+        if value is not None and not value > 0:
+            raise UsageError(f"{option} must be > 0")
     from execsdk.server.malloc import tune_allocator
 
     tune_allocator()  # megabyte-sized requests reuse heap pages instead of faulting in new ones
     stop = _Stop()
+    _guard_children()
     if kind == "stdio":
         return _serve_stdio(args, stop)
     if auth is None and not _is_loopback(host):
@@ -108,7 +135,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     stop.install()
     try:
-        server = WsServer(host, port, auth=auth, root=args.root, session_grace=args.session_grace)
+        server = WsServer(
+            host,
+            port,
+            auth=auth,
+            root=args.root,
+            session_grace=args.session_grace,
+            ping_interval=args.ws_ping_interval,
+            ping_timeout=args.ws_ping_timeout,
+        )
     except OSError as exc:
         print(
             f"execsdk serve: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
@@ -140,7 +175,7 @@ def _serve_stdio(args: argparse.Namespace, stop: _Stop) -> int:
         stop(signum, frame)
         raise _Terminated(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _stop_signals():
         signal.signal(sig, on_signal)
     try:
         serve_stdio(stop=stop.event, session_grace=args.session_grace, root=args.root)
@@ -210,6 +245,13 @@ def add_parser(sub: Any) -> None:
         metavar="SECONDS",
         help="how long a disconnected session waits for a resume before its processes are "
         "killed (default 80, as codex)",
+    )
+    # Keepalive timing (seconds; default 30 and 60, as codex): for tests and benchmarks.
+    serve.add_argument(
+        "--ws-ping-interval", type=float, default=None, metavar="SECONDS", help=argparse.SUPPRESS
+    )
+    serve.add_argument(
+        "--ws-ping-timeout", type=float, default=None, metavar="SECONDS", help=argparse.SUPPRESS
     )
     serve.add_argument(
         "-v",

@@ -32,9 +32,10 @@ from execsdk._protocol.jsonrpc import encode_error, encode_raw_response, encode_
 from execsdk._protocol.redact import redacted
 from execsdk.server import params as P
 from execsdk.server.confine import Confinement
-from execsdk.server.handlers import RawResult, Reply, error_for
+from execsdk.server.handlers import Held, RawResult, Reply, error_for
 from execsdk.server.hostinfo import environment_info
 from execsdk.server.http_request import HttpRequester
+from execsdk.server.malloc import trim_soon
 from execsdk.server.method_table import METHODS, Method
 from execsdk.server.outbox import Outbox
 from execsdk.server.parse import error_object_problem, parse, parse_bulk, valid_id
@@ -52,6 +53,9 @@ DEFAULT_POLLERS = 64
 """Long-polling ``process/read`` calls (``waitMs`` > 0) get threads of their own, so a client
 waiting on many processes at once does not starve its other requests."""
 DEFAULT_MAX_PENDING = 256
+DEFAULT_HOLDERS = 64
+"""Threads that wait for held answers (:class:`~execsdk.server.handlers.Held`: a
+``process/write`` waiting for room in a child's stdin), apart from the other pools."""
 _conn_ids = itertools.count(1)
 
 
@@ -88,7 +92,10 @@ class Connection:
         self._tail: threading.Event | None = None
         self._workers = Workers(f"execsdk-serve-worker-{self.name}", workers)
         self._pollers = Workers(f"execsdk-serve-poll-{self.name}", pollers)
+        self._holders = Workers(f"execsdk-serve-hold-{self.name}", DEFAULT_HOLDERS)
         self._slots = threading.BoundedSemaphore(max_pending)
+        self._in_flight = 0  # requests submitted and not finished; under _in_flight_lock
+        self._in_flight_lock = threading.Lock()
         self.polls = PollScope()
         """Every long-polling ``process/read`` of this connection: they end when it does."""
         self._lost = False
@@ -203,16 +210,20 @@ class Connection:
             done = threading.Event()
             self._tail = done
         self._slots.acquire()  # too many requests in flight: stop reading (back pressure)
+        with self._in_flight_lock:
+            self._in_flight += 1
 
         def run() -> None:
+            held = False
             try:
                 if before is not None:
                     before.wait()
-                self._run(request_id, entry, decoded)
+                held = self._run(request_id, entry, decoded)
             finally:
                 if done is not None:
-                    done.set()
-                self._slots.release()
+                    done.set()  # a held answer lets the requests behind it go on
+                if not held:  # a held one stays in flight, with its slot, until answered
+                    self._finished()
 
         long_poll = (
             entry.name == "process/read" and isinstance(decoded, dict) and bool(decoded["waitMs"])
@@ -221,15 +232,49 @@ class Connection:
         if not pool.submit(run):
             if done is not None:
                 done.set()
+            with self._in_flight_lock:
+                self._in_flight -= 1
             self._slots.release()
 
-    def _run(self, request_id: int | str, entry: Method, params: Any) -> None:
+    def _finished(self) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= 1
+        self._slots.release()
+
+    def _run(self, request_id: int | str, entry: Method, params: Any) -> bool:
+        """Run the handler and answer; True when the answer is held (sent later)."""
         try:
             result = entry.handler(self, params)
         except Exception as exc:
             code, message = error_for(exc, entry.family)
             self._error(request_id, code, message)
+            return False
+        if isinstance(result, Held):
+            finish = result.finish
+
+            def answer_later() -> None:
+                try:
+                    self._answer(request_id, entry, finish)
+                finally:
+                    self._finished()
+
+            if self._holders.submit(answer_later):
+                return True
+            self._answer(request_id, entry, finish)  # closing: ends at once (polls cancelled)
+            return False
+        self._send_result(request_id, result)
+        return False
+
+    def _answer(self, request_id: int | str, entry: Method, finish: Any) -> None:
+        try:
+            result = finish()
+        except Exception as exc:
+            code, message = error_for(exc, entry.family)
+            self._error(request_id, code, message)
             return
+        self._send_result(request_id, result)
+
+    def _send_result(self, request_id: int | str, result: object) -> None:
         # Handlers run on request workers, which may send their answer themselves.
         if isinstance(result, RawResult):
             self._outbox.put_reply(encode_raw_response(request_id, *result.parts), direct=True)
@@ -294,6 +339,14 @@ class Connection:
             self._registry.detach(self._session, self)
         self._workers.close(timeout=0.5)
         self._pollers.close(timeout=0.1)
+        self._holders.close(timeout=0.1)
+        with self._in_flight_lock:
+            settled = not self._in_flight
+        if self._session is not None and settled:
+            # Nothing to resume without processes: drop it now, not after the grace period.
+            # (With a request still running, say a slow process/start, it keeps its grace.)
+            self._registry.release_if_empty(self._session)
         self.fs.close()
         self._outbox.close(drain=drain)
         log.info("conn %s closed (session %s)", self.name, self.session_id)
+        trim_soon()  # what this connection held goes back to the system, not the heap

@@ -1,4 +1,9 @@
-"""Handlers of ``fs/*``: the connection's filesystem backend, with ``--root`` checks."""
+"""Handlers of ``fs/*``: the connection's filesystem backend, with ``--root`` checks.
+
+Under ``--root`` on a kernel with ``openat2`` every path method goes to ``confined_fs.py``
+(descriptors opened beneath the root, no check-then-use); otherwise the path is checked here
+(``local_path``) and the backend uses it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from execsdk import errors
 from execsdk._protocol.wire import b64decode_strict, b64encode, b64encode_bytes, path_to_uri
-from execsdk.backends import WalkEntry
+from execsdk.backends import FileMetadata, WalkEntry
+from execsdk.server import confined_fs
 from execsdk.server import params as P
 from execsdk.server.confine import Confinement, real_path
 from execsdk.server.handlers import RawResult, local_path, refuse_sandbox
@@ -20,34 +26,61 @@ if TYPE_CHECKING:
     from execsdk.server.connection import Connection
 
 
+def _beneath(conn: Connection) -> Confinement | None:
+    """The confinement when paths are resolved with openat2 (``confined_fs``), else None."""
+    confine = conn.confine
+    return confine if confine is not None and confine.beneath else None
+
+
 def fs_read_file(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
+    if (c := _beneath(conn)) is not None:
+        return {"dataBase64": b64encode(confined_fs.read_file(conn.fs, c, p["path"]))}
     return {"dataBase64": b64encode(conn.fs.read_file(local_path(conn, p["path"])))}
 
 
 def fs_write_file(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
-    path = local_path(conn, p["path"])
+    c = _beneath(conn)
+    if c is None:
+        path = local_path(conn, p["path"])
     try:
         data = b64decode_strict(p["dataBase64"])
     except ValueError as exc:
+        if c is not None:
+            # A refused path is answered before the base64 complaint, as local_path orders it.
+            c.judge(c.locate(p["path"])[1], shown=p["path"].uri)
         raise errors.InvalidRequest(
             -32600, f"fs/writeFile requires valid base64 dataBase64: {exc}"
         ) from None
-    conn.fs.write_file(path, data)
+    if c is not None:
+        confined_fs.write_file(conn.fs, c, p["path"], data)
+    else:
+        conn.fs.write_file(path, data)
     return {}
 
 
 def fs_create_directory(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
     recursive = True if p["recursive"] is None else p["recursive"]
+    if (c := _beneath(conn)) is not None:
+        confined_fs.create_directory(c, p["path"], recursive=recursive)
+        return {}
     conn.fs.create_directory(local_path(conn, p["path"]), recursive=recursive)
     return {}
 
 
 def fs_get_metadata(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
-    meta = conn.fs.get_metadata(local_path(conn, p["path"]))
+    if (c := _beneath(conn)) is not None:
+        meta = confined_fs.metadata(c, p["path"])[0]
+    else:
+        meta = conn.fs.get_metadata(local_path(conn, p["path"]))
+    return _metadata_result(meta)
+
+
+def _metadata_result(meta: FileMetadata) -> dict[str, object]:
+    """``fs/getMetadata``'s answer (``fs/stat`` adds ``mode`` to it)."""
     return {
         "isDirectory": meta.is_directory,
         "isFile": meta.is_file,
@@ -71,25 +104,32 @@ def fs_set_mode(conn: Connection, p: dict[str, Any]) -> object:
             -32602, f"invalid mode {mode}: expected permission bits 0..=4095 (0o7777)"
         )
     # chmod follows a final link, so its target is what must lie inside the root.
+    if (c := _beneath(conn)) is not None:
+        confined_fs.set_mode(c, p["path"], mode)
+        return {}
     conn.fs.set_mode(local_path(conn, p["path"]), mode)
     return {}
 
 
 def fs_stat(conn: Connection, p: dict[str, Any]) -> object:
-    meta, mode = conn.fs.get_metadata_and_mode(local_path(conn, p["path"]))
-    return {
-        "isDirectory": meta.is_directory,
-        "isFile": meta.is_file,
-        "isSymlink": meta.is_symlink,
-        "size": meta.size,
-        "createdAtMs": meta.created_at_ms,
-        "modifiedAtMs": meta.modified_at_ms,
-        "mode": mode,
-    }
+    if (c := _beneath(conn)) is not None:
+        meta, mode = confined_fs.metadata(c, p["path"])
+    else:
+        meta, mode = conn.fs.get_metadata_and_mode(local_path(conn, p["path"]))
+    result = _metadata_result(meta)
+    result["mode"] = mode
+    return result
 
 
 def fs_read_directory(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
+    if (c := _beneath(conn)) is not None:
+        entries = confined_fs.read_directory(c, p["path"])
+        return {
+            "entries": [
+                {"fileName": e.name, "isDirectory": e.is_dir, "isFile": e.is_file} for e in entries
+            ]
+        }
     path = local_path(conn, p["path"])
     entries = conn.fs.read_directory(path)
     confine = conn.confine
@@ -108,16 +148,25 @@ def fs_read_directory(conn: Connection, p: dict[str, Any]) -> object:
 
 def fs_remove(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
-    conn.fs.remove(
-        local_path(conn, p["path"], follow_last=False),
-        recursive=True if p["recursive"] is None else p["recursive"],
-        force=True if p["force"] is None else p["force"],
-    )
+    recursive = True if p["recursive"] is None else p["recursive"]
+    force = True if p["force"] is None else p["force"]
+    if (c := _beneath(conn)) is not None:
+        confined_fs.remove(c, p["path"], recursive=recursive, force=force)
+        return {}
+    if conn.confine is not None:
+        # The root itself is never removed, however the path names it.
+        path = conn.confine.check_removable(p["path"])
+    else:
+        path = local_path(conn, p["path"], follow_last=False)
+    conn.fs.remove(path, recursive=recursive, force=force)
     return {}
 
 
 def fs_copy(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
+    if (c := _beneath(conn)) is not None:
+        confined_fs.copy(c, p["sourcePath"], p["destinationPath"], recursive=p["recursive"])
+        return {}
     # The source is read without following a final link (links are copied as links).
     source = local_path(conn, p["sourcePath"], follow_last=False)
     destination = local_path(conn, p["destinationPath"])
@@ -129,12 +178,28 @@ def fs_copy(conn: Connection, p: dict[str, Any]) -> object:
 
 def fs_canonicalize(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
+    if (c := _beneath(conn)) is not None:
+        return {"path": path_to_uri(confined_fs.canonicalize(c, p["path"]))}
     return {"path": path_to_uri(conn.fs.canonicalize(local_path(conn, p["path"])))}
 
 
 def fs_walk(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
     options = p["options"]
+    if (c := _beneath(conn)) is not None:
+        result = confined_fs.walk(
+            c,
+            p["path"],
+            max_depth=options["maxDepth"],
+            max_directories=options["maxDirectories"],
+            max_entries=options["maxEntries"],
+            follow_directory_symlinks=options["followDirectorySymlinks"],
+        )
+        return {
+            "entries": [{"path": path_to_uri(e.path), "kind": e.kind} for e in result.entries],
+            "errors": list(result.errors),
+            "truncated": result.truncated,
+        }
     result = conn.fs.walk(
         local_path(conn, p["path"]),
         max_depth=options["maxDepth"],
@@ -199,6 +264,9 @@ def _check_copy_targets(confine: Confinement, source: str, destination: str) -> 
 
 def fs_open(conn: Connection, p: dict[str, Any]) -> object:
     refuse_sandbox(p)
+    if (c := _beneath(conn)) is not None:
+        confined_fs.open_handle(conn.fs, c, p["handleId"], p["path"], p["mode"])
+        return {"handleId": p["handleId"]}
     path = local_path(conn, p["path"])
     if p["mode"] == "createNew":
         _open_new(conn, p["handleId"], path)

@@ -23,7 +23,7 @@ from execsdk.server.params import PathUri
 if TYPE_CHECKING:
     from execsdk.server.connection import Connection
 
-__all__ = ["RawResult", "Reply", "error_for", "local_path", "refuse_sandbox"]
+__all__ = ["Held", "RawResult", "Reply", "error_for", "local_path", "refuse_sandbox"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,18 @@ class Reply:
 
     result: object
     after: Callable[[], None] | None = None
+
+
+@attrs.frozen
+class Held:
+    """A handler's answer that must wait (``process/write`` over the stdin limit).
+
+    The handler has already taken its place (its effect stays in arrival order); the
+    connection then lets the requests behind it run and calls ``finish`` on a thread of its
+    own, answering with what ``finish`` returns (or raises) once it does.
+    """
+
+    finish: Callable[[], object]
 
 
 @attrs.frozen
@@ -62,6 +74,10 @@ def error_for(exc: BaseException, family: str = "") -> tuple[int, str]:
         return exc.code, exc.message
     if isinstance(exc, errors.ProcessNotFound):
         return -32600, refusals.UNKNOWN_PROCESS.format(id=exc.process_id)
+    if isinstance(exc, errors.RemoteOSError) and exc.server_message:
+        # Worded where it was raised, in codex's words (a tty child's program lookup).
+        missing = exc.errno == _errno.ENOENT and family == "filesystem"
+        return (-32004 if missing else -32603), exc.server_message
     if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
         message = _os_message(exc.errno)
         if exc.errno == _errno.ENOENT and family == "filesystem":

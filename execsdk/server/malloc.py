@@ -14,6 +14,11 @@ memory kept after a burst of large transfers (about 40 MiB more after the fs and
 benchmarks). The command line calls it when it starts a server; ``EXECSDK_SERVE_MALLOC=default``
 leaves glibc's own behaviour. A program that embeds :class:`~execsdk.server.ws.WsServer` keeps
 its allocator as it is unless it calls this itself.
+
+What closed connections freed is given back, though: :func:`trim_soon` (called as each
+connection ends) runs ``malloc_trim(0)`` once, a second later, for every burst of closes, so a
+thousand connections that come and go leave the heap's free pages with the system, not with the
+server (glibc keeps freed memory of its per-thread arenas otherwise, whatever the thresholds).
 """
 
 from __future__ import annotations
@@ -22,8 +27,18 @@ import ctypes
 import logging
 import os
 import sys
+import threading
+from typing import Any
 
-__all__ = ["MMAP_THRESHOLD", "OPT_OUT", "TRIM_THRESHOLD", "tune_allocator"]
+__all__ = [
+    "MMAP_THRESHOLD",
+    "OPT_OUT",
+    "TRIM_DELAY",
+    "TRIM_THRESHOLD",
+    "trim",
+    "trim_soon",
+    "tune_allocator",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +77,61 @@ def tune_allocator() -> bool:
     )
     log.debug("allocator thresholds %s", "set" if done else "refused by glibc")
     return done
+
+
+TRIM_DELAY = 1.0
+"""Seconds between a connection's end and the trim that gives its memory back (closes within
+that time share one trim)."""
+
+_trim_lock = threading.Lock()
+_trim_timer: threading.Timer | None = None
+_malloc_trim: Any = None  # glibc's malloc_trim, once looked up; False: none here
+
+
+def _trim_function() -> Any:
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(None)
+                libc.gnu_get_libc_version  # noqa: B018 - glibc only
+                function = libc.malloc_trim
+                function.argtypes = (ctypes.c_size_t,)
+                function.restype = ctypes.c_int
+                _malloc_trim = function
+            except (OSError, AttributeError):
+                pass
+    return _malloc_trim
+
+
+def trim() -> bool:
+    """Give the heap's free pages back to the system now (glibc only); True when some were."""
+    function = _trim_function()
+    if not function:
+        return False
+    return bool(function(0))
+
+
+def trim_soon() -> None:
+    """:func:`trim` in :data:`TRIM_DELAY` seconds, once for every call made meanwhile, on a
+    short-lived thread (``execsdk-serve-trim``). Does nothing without glibc. Any thread."""
+    global _trim_timer
+    if not _trim_function():
+        return
+    with _trim_lock:
+        if _trim_timer is not None:
+            return
+        timer = threading.Timer(TRIM_DELAY, _run_trim)
+        timer.name = "execsdk-serve-trim"
+        timer.daemon = True
+        _trim_timer = timer
+        timer.start()
+
+
+def _run_trim() -> None:
+    global _trim_timer
+    with _trim_lock:
+        _trim_timer = None
+    released = trim()
+    log.debug("malloc_trim after closed connections: %s", "released" if released else "nothing")

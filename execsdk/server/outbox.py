@@ -2,7 +2,10 @@
 
 Answers go out before queued notifications; notifications keep their order; the writer hands
 everything queued to the transport as one batch (one socket write). Process output queued here
-is counted against water marks, which the session uses to pause and resume its processes.
+is counted against water marks, which the session uses to pause and resume its processes. The
+writer thread runs only while there is something to send: it starts when a message is queued
+and ends after :data:`WRITER_LINGER` seconds with nothing to send, so an idle connection keeps
+no writer thread.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 __all__ = [
@@ -18,6 +22,7 @@ __all__ = [
     "DEFAULT_OUTBOX_LIMIT",
     "DEFAULT_OUTPUT_HIGH_WATER",
     "DEFAULT_OUTPUT_LOW_WATER",
+    "WRITER_LINGER",
     "Outbox",
     "SendBatch",
 ]
@@ -46,6 +51,10 @@ DEFAULT_BATCH_BYTES = 128 * 1024
 a system call and a wake-up of the reader per message (~11 KiB per ``process/output``); the cap
 bounds what a reply queued meanwhile waits behind (the batch being written). 64 KiB to 512 KiB
 measured the same throughput."""
+
+WRITER_LINGER = 2.0
+"""Seconds the writer thread waits for more to send before it ends (the next message starts
+it again, ~0.1 ms)."""
 
 _outbox_ids = itertools.count(1)
 
@@ -92,6 +101,7 @@ class Outbox:
         high_water: int = DEFAULT_OUTPUT_HIGH_WATER,
         low_water: int = DEFAULT_OUTPUT_LOW_WATER,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
+        linger: float = WRITER_LINGER,
     ) -> None:
         if not 0 <= low_water <= high_water:
             raise ValueError(f"need 0 <= low_water <= high_water, got {low_water}, {high_water}")
@@ -112,10 +122,9 @@ class Outbox:
         self._closed = False
         self._broken = False
         self._busy = False  # a thread is inside send: the writer, or a direct put_reply
-        self._thread = threading.Thread(
-            target=self._main, name=name or f"execsdk-serve-writer-{next(_outbox_ids)}", daemon=True
-        )
-        self._thread.start()
+        self._name = name or f"execsdk-serve-writer-{next(_outbox_ids)}"
+        self._linger = linger
+        self._thread: threading.Thread | None = None  # the writer while it runs; under _cond
 
     @property
     def closed(self) -> bool:
@@ -148,7 +157,7 @@ class Outbox:
         try:
             listener()
         except Exception:
-            log.exception("%s: flow listener failed", self._thread.name)
+            log.exception("%s: flow listener failed", self._name)
 
     def put(self, message: str | bytes, *, output: bool = False) -> bool:
         """Queue one notification (FIFO with the other notifications); False when dropped
@@ -198,7 +207,10 @@ class Outbox:
                         if self._output_bytes > self._high:
                             changed = self._set_paused(True)
                 self._queued_bytes += size
-                self._cond.notify()
+                if self._thread is None:
+                    self._start_writer()
+                else:
+                    self._cond.notify()
         if inline:
             return self._send_direct(data)
         if changed:
@@ -206,7 +218,7 @@ class Outbox:
         if overflow:
             log.warning(
                 "%s: more than %d bytes wait to be sent; the client does not read, dropping it",
-                self._thread.name,
+                self._name,
                 self._limit,
             )
             if self._on_overflow is not None:
@@ -232,7 +244,7 @@ class Outbox:
 
     def _send_failed(self, exc: Exception) -> None:
         # The connection is gone: drop everything queued and give the sending turn back.
-        log.debug("%s: send failed (%s); dropping what is queued", self._thread.name, exc)
+        log.debug("%s: send failed (%s); dropping what is queued", self._name, exc)
         with self._cond:
             self._broken = True
             self._clear()
@@ -241,6 +253,17 @@ class Outbox:
             self._cond.notify_all()
         if changed:
             self._flow_changed()
+
+    @property
+    def writing(self) -> bool:
+        """True while the writer thread runs."""
+        return self._thread is not None
+
+    def _start_writer(self) -> None:
+        # With self._cond held and something queued.
+        thread = threading.Thread(target=self._main, name=self._name, daemon=True)
+        self._thread = thread
+        thread.start()  # under the lock: close() never joins an unstarted thread
 
     def close(self, *, drain: bool = False, timeout: float | None = 5.0) -> None:
         """Stop the writer (after sending what is queued when ``drain``). Idempotent."""
@@ -251,12 +274,13 @@ class Outbox:
                 self._clear()
                 changed = self._set_paused(False)
             self._cond.notify_all()
+            thread = self._thread
         if changed:
             self._flow_changed()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("%s still sending after %ss", self._thread.name, timeout)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("%s still sending after %ss", self._name, timeout)
 
     def _clear(self) -> None:
         # With self._cond held.
@@ -301,12 +325,24 @@ class Outbox:
             batch: list[bytes] = []
             with self._cond:
                 # Wait for something to send and the sending turn; once closed with nothing
-                # left (dropped, or drained), end even while a worker still sends.
+                # left (dropped, or drained), end even while a worker still sends. With nothing
+                # queued for `linger` seconds, end too: the next message starts a new writer.
+                idle_since: float | None = None
                 while True:
                     queued = bool(self._replies or self._events)
                     if (queued and not self._busy) or (self._closed and not queued):
                         break
-                    self._cond.wait()
+                    if queued:
+                        idle_since = None
+                        self._cond.wait()
+                        continue
+                    now = time.monotonic()
+                    if idle_since is None:
+                        idle_since = now
+                    elif now - idle_since >= self._linger:
+                        self._thread = None
+                        return
+                    self._cond.wait(self._linger - (now - idle_since))
                 if (self._replies or self._events) and not self._busy and not self._broken:
                     batch = self._take()
                     self._busy = True

@@ -378,9 +378,12 @@ def parse_path_uri(value: str) -> PathUri:
     except ValueError as exc:
         raise _invalid(str(exc)) from None
     if parsed.path is None:
+        shown = parsed.drive or value
         return PathUri(
-            uri=value, path=None, host_error=f"'{value}' is invalid on '{platform_name()}'"
+            uri=shown, path=None, host_error=f"'{shown}' is invalid on '{platform_name()}'"
         )
+    if "\0" in parsed.path:
+        raise _invalid(f"'{value}' is invalid on '{platform_name()}'")  # as codex, -32602
     return PathUri(uri=value, path=parsed.path)
 
 

@@ -7,16 +7,25 @@ member is cut out and the rest parsed by :func:`~execsdk._protocol.jsonrpc.parse
 (``_protocol/bulk.py`` says when that is safe); here the member must sit in ``params`` of a
 request of the method it belongs to, with no key named twice, and decode as strictly as codex
 decodes. Otherwise the full parse runs, which also words every error (0.08 ms against 0.29 ms
-per 1 MiB request). Pure functions: safe from any thread.
+per 1 MiB request).
+
+Before either parse, :func:`limit_problem` refuses what codex 0.169 refuses before building
+anything: more than :data:`MAX_VALUES` JSON values in one message, or a container nested
+deeper than :data:`MAX_DEPTH` (PROTOCOL.md §1.5). Counting characters bounds both for almost
+every message at C speed; only a message that may break a limit is scanned, by regular
+expressions that run in linear time whatever the text (a string token always ends, at its
+closing quote or at the end of the text), so an absurd message costs a fraction of what
+parsing it would. Pure functions: safe from any thread.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
 
-from execsdk._protocol.bulk import BULK_FROM
+from execsdk._protocol.bulk import BULK_FROM, split_member
 from execsdk._protocol.jsonrpc import (
     loads,
     parse_decoded,
@@ -27,7 +36,15 @@ from execsdk._protocol.wire import (
 from execsdk.server import params as P
 from execsdk.server.dupkeys import first_duplicate, keys_unique
 
-__all__ = ["error_object_problem", "parse", "parse_bulk", "valid_id"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_VALUES",
+    "error_object_problem",
+    "limit_problem",
+    "parse",
+    "parse_bulk",
+    "valid_id",
+]
 
 _VALID_ID_MIN, _VALID_ID_MAX = -(2**63), 2**63 - 1
 _JSON_MESSAGES = (
@@ -123,6 +140,9 @@ _LONE_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
 
 def parse(raw: str | bytes) -> object:
     """Decode one message; raises ``ValueError`` with a serde-like description."""
+    problem = limit_problem(raw)
+    if problem is not None:
+        raise ValueError(problem)
     try:
         msg, parsed = loads(raw), True
     except ValueError:
@@ -166,6 +186,14 @@ def parse_bulk(raw: str | bytes) -> dict[str, Any] | None:
     :class:`~execsdk._protocol.wire.Base64Text`), or None when the full parse must run."""
     if len(raw) < BULK_FROM:
         return None
+    for name in _NAMES:
+        found = split_member(raw, name)
+        if found is not None:
+            # The cut member is one string: the rest breaks a limit exactly when the whole
+            # does. Then the full parse words the refusal with the whole text's positions.
+            if limit_problem(found[2]) is not None:
+                return None
+            break
     msg = parse_decoded(raw, _NAMES, _params_of, try_b64decode_strict)
     return msg if isinstance(msg, dict) else None
 
@@ -179,3 +207,101 @@ def _params_of(msg: object, name: str, rest: str | bytes) -> object:
     if not isinstance(method, str) or _MEMBERS.get(method) != name:
         return None
     return msg.get("params") if keys_unique(rest, msg) else None
+
+
+# --------------------------------------------------------------------------- limits
+
+MAX_VALUES = 262_144
+"""codex 0.169 refuses a message holding more JSON values than this (every object, array,
+string, number and literal counts; keys do not): "JSON-RPC message exceeds the limit of 262144
+JSON values at line L column C", where C ends just before the first value too many (the
+whitespace before it included)."""
+
+MAX_DEPTH = 127
+"""Containers nested deeper are refused as serde_json refuses them: "recursion limit exceeded
+at line L column C", C at the opening bracket of the 128th."""
+
+_STEP = 16_384  # values skipped per C-level step: the GIL is free between steps
+
+
+_WS = r"[ \t\n\r]"
+_STRING = r'"(?:[^"\\]++|\\[\s\S]?)*+(?:"|\Z)'
+"""A string token: it ends at its closing quote or at the end of the text, so no scan starts
+twice inside one string and every pattern below runs in linear time."""
+_VALUE_TEXT = re.compile(
+    rf"(?:{_STRING}{_WS}*+:{_WS}*+)?+"
+    rf"(?P<value>{_STRING}|[\[{{]|[^ \t\n\r\"\[\]{{}},:]++)"
+)
+"""One match per value (an object member's key and colon go with its value)."""
+_TOKEN_TEXT = re.compile(rf"{_STRING}|[\[\]{{}}]")
+_VALUE_BYTES = re.compile(_VALUE_TEXT.pattern.encode())
+_TOKEN_BYTES = re.compile(_TOKEN_TEXT.pattern.encode())
+
+
+def _position(raw: str | bytes, offset: int) -> tuple[int, int]:
+    """serde_json's line and column of ``offset`` bytes consumed (columns count bytes)."""
+    if isinstance(raw, str):
+        start = raw.rfind("\n", 0, offset) + 1
+        column = len(raw[start:offset].encode("utf-8", "surrogatepass"))
+        return raw.count("\n", 0, offset) + 1, column
+    start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, offset - start
+
+
+def _too_many_values(raw: str | bytes) -> int | None:
+    """Where codex stops counting, or None when ``raw`` holds at most MAX_VALUES values."""
+    pattern = _VALUE_TEXT if isinstance(raw, str) else _VALUE_BYTES
+    found = pattern.finditer(raw)  # type: ignore[arg-type]
+    left = MAX_VALUES
+    while left > _STEP:
+        if next(itertools.islice(found, _STEP - 1, None), None) is None:
+            return None
+        left -= _STEP
+    match: Any = next(itertools.islice(found, left, None), None)
+    if match is None:
+        return None
+    return int(match.start("value"))
+
+
+def _too_deep(raw: str | bytes) -> int | None:
+    """The offset of the first container nested deeper than MAX_DEPTH, or None."""
+    pattern = _TOKEN_TEXT if isinstance(raw, str) else _TOKEN_BYTES
+    depth = 0
+    matches: Any = pattern.finditer(raw)  # type: ignore[arg-type]
+    for tokens, match in enumerate(matches):
+        token = match.group()
+        if token in ("[", "{", b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return int(match.start())
+        elif token in ("]", "}", b"]", b"}"):
+            depth -= 1
+        elif tokens > 2 * MAX_VALUES:
+            return None  # past the values codex counts (keys are strings too): that limit first
+    return None
+
+
+def limit_problem(raw: str | bytes) -> str | None:
+    """codex's words when ``raw`` holds too many values or nests too deeply, else None."""
+    size = len(raw)
+    if size <= MAX_DEPTH:
+        return None
+    if isinstance(raw, str):
+        opens = raw.count("[") + raw.count("{")
+        places = size > 2 * MAX_VALUES and raw.count("[") + raw.count(",") + raw.count(":")
+    else:
+        opens = raw.count(b"[") + raw.count(b"{")
+        places = size > 2 * MAX_VALUES and raw.count(b"[") + raw.count(b",") + raw.count(b":")
+    # Every value but the first follows a `[`, `,` or `:`; every container opens with a bracket.
+    many = _too_many_values(raw) if places and places >= MAX_VALUES else None
+    deep = _too_deep(raw) if opens > MAX_DEPTH else None
+    if deep is not None and (many is None or deep < many):
+        line, column = _position(raw, deep)
+        return f"recursion limit exceeded at line {line} column {column + 1}"
+    if many is not None:
+        line, column = _position(raw, many)
+        return (
+            f"JSON-RPC message exceeds the limit of {MAX_VALUES} JSON values "
+            f"at line {line} column {column}"
+        )
+    return None

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from execsdk import errors
+from execsdk._local.processes import PendingWrite
 from execsdk._protocol.wire import b64encode
 from execsdk.backends import EnvPolicy, ProcessSpec
-from execsdk.server.handlers import refuse_sandbox
+from execsdk.server.handlers import Held, refuse_sandbox
 from execsdk.server.params import PathUri
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ def process_start(conn: Connection, p: dict[str, Any]) -> object:
             set=dict(raw_policy["set"]),
             include_only=tuple(raw_policy["includeOnly"]),
         )
+    _refuse_nul(p)
     spec = ProcessSpec(
         argv=tuple(p["argv"]),
         cwd=cwd_path,
@@ -60,6 +62,19 @@ def process_start(conn: Connection, p: dict[str, Any]) -> object:
     return {"processId": process_id, "sandboxType": "none"}
 
 
+def _refuse_nul(p: dict[str, Any]) -> None:
+    """codex's refusals of a NUL byte in what ``execve`` takes (-32603, Rust's words): argv
+    first (and ``arg0``, which a tty child's program lookup reads instead), then variables."""
+    words = [*p["argv"], *([] if p["tty"] or p["arg0"] is None else [p["arg0"]])]
+    if any("\0" in word for word in words):
+        raise errors.InternalError(-32603, "nul byte found in provided data")
+    variables = dict(p["env"])
+    if p["envPolicy"] is not None:
+        variables.update(p["envPolicy"]["set"])
+    if any("\0" in text for item in variables.items() for text in item):
+        raise errors.InternalError(-32603, "data provided contains a nul byte")
+
+
 def process_read(conn: Connection, p: dict[str, Any]) -> object:
     wait_ms = p["waitMs"]
     result = conn.session.backend.read(
@@ -70,11 +85,15 @@ def process_read(conn: Connection, p: dict[str, Any]) -> object:
         timeout=None,
         scope=conn.polls,
     )
+    next_seq = result.next_seq
+    if p["maxBytes"] is not None and result.chunks:
+        # codex 0.169: with maxBytes, one past the last chunk returned, even when none was cut.
+        next_seq = result.chunks[-1].seq + 1
     return {
         "chunks": [
             {"seq": c.seq, "stream": c.stream, "chunk": b64encode(c.data)} for c in result.chunks
         ],
-        "nextSeq": result.next_seq,
+        "nextSeq": next_seq,
         "exited": result.exited,
         "exitCode": result.exit_code,
         "closed": result.closed,
@@ -90,10 +109,22 @@ def process_write(conn: Connection, p: dict[str, Any]) -> object:
     # A repeated writeId is an idempotent retry: answered accepted, bytes not delivered again.
     if session.write_id_used(process_id, write_id):
         return {"status": "accepted"}
-    status = session.backend.write(process_id, p["chunk"])
-    if status == "accepted":
+    started = session.backend.start_write(process_id, p["chunk"])
+    if not isinstance(started, PendingWrite):
+        if started == "accepted":
+            session.remember_write_id(process_id, write_id)
+        return {"status": started}
+    pending = started
+
+    def finish() -> object:
+        # Over the stdin limit (STDIN_LIMIT): the answer waits for room, with no time limit
+        # of ours (the client has its own), and ends with the connection. The writeId is
+        # remembered only once the bytes are queued, so a retry after a reconnect delivers them.
+        status = pending.wait(None, scope=conn.polls)
         session.remember_write_id(process_id, write_id)
-    return {"status": status}
+        return {"status": status}
+
+    return Held(finish)
 
 
 def process_signal(conn: Connection, p: dict[str, Any]) -> object:

@@ -87,7 +87,10 @@ def serve_stdio(
             stop.set()
         SERVING.active = False
         log.info("stdin closed; ending the session and killing its processes")
-        # The connection's answers still queued go out first; then the processes die.
-        conn.connection_lost(drain=True)
-        registry.close(close_timeout)
-        outbox.close(drain=True, timeout=close_timeout)
+        # The connection's answers still queued go out first; then the processes die (even
+        # when ending the connection failed).
+        try:
+            conn.connection_lost(drain=True)
+        finally:
+            registry.close(close_timeout)
+            outbox.close(drain=True, timeout=close_timeout)

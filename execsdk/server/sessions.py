@@ -4,7 +4,12 @@ A session owns one :class:`~execsdk._local.processes.LocalProcessBackend` (its p
 ``writeId`` idempotency keys of ``process/write`` and the link to the connection it is attached
 to. Closing a connection detaches its session; the processes keep running and a new connection
 may resume it (``initialize`` with ``resumeSessionId``) within a grace period (80 s, as codex
-0.169). After that the session expires and its processes are killed (PROTOCOL.md §2).
+0.169). After that the session expires and its processes are killed (PROTOCOL.md §2). A
+session with no process (none running, none retained) holds nothing worth resuming: it is
+dropped as soon as its connection's requests are done (:meth:`SessionRegistry.release_if_empty`),
+so connect/close churn leaves nothing behind. Every grace period of a registry is timed by one
+thread (``execsdk-serve-expiry``, started while a detached session waits, ended once none
+does), not a thread per session.
 
 Process events arrive on the backend's I/O thread. They are turned into ``process/*``
 notifications and queued on the attached connection's outbox without ever blocking
@@ -24,6 +29,8 @@ megabytes of output.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import threading
@@ -226,7 +233,14 @@ class SessionRegistry:
         self._backend_factory = backend_factory
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
-        self._timers: dict[str, threading.Timer] = {}
+        # Grace periods: (due, tie-breaker, session) in a heap, timed by one thread. A resume
+        # or an early drop does not touch the heap: _due no longer holds the entry's due time,
+        # so the entry is skipped when it comes up.
+        self._heap: list[tuple[float, int, Session]] = []
+        self._due: dict[str, float] = {}
+        self._ticket = itertools.count()
+        self._wakeup = threading.Condition(self._lock)
+        self._expiry_thread: threading.Thread | None = None
         self._closed = False
 
     def __len__(self) -> int:
@@ -260,9 +274,7 @@ class SessionRegistry:
                     raise errors.SessionAttached(
                         -32010, refusals.SESSION_ATTACHED.format(id=resume_id)
                     )
-                timer = self._timers.pop(resume_id, None)
-                if timer is not None:
-                    timer.cancel()
+                self._cancel_expiry(resume_id)
                 session._attach(owner)
                 log.info("session %s resumed", resume_id)
                 return session
@@ -289,11 +301,16 @@ class SessionRegistry:
             session._detach()
             closing = self._closed
             if not closing:
-                timer = threading.Timer(self.grace, self._expire, args=(session.id, session))
-                timer.name = f"execsdk-serve-expiry-{session.id[:8]}"
-                timer.daemon = True
-                self._timers[session.id] = timer
-                timer.start()
+                due = time.monotonic() + self.grace
+                self._due[session.id] = due
+                heapq.heappush(self._heap, (due, next(self._ticket), session))
+                if self._expiry_thread is None:
+                    self._expiry_thread = threading.Thread(
+                        target=self._expiry_main, name="execsdk-serve-expiry", daemon=True
+                    )
+                    self._expiry_thread.start()
+                elif self._heap[0][2] is session:
+                    self._wakeup.notify()  # due before everything else waiting
         # Detached output is dropped, so nothing may stay paused for the gone connection.
         session.apply_flow()
         if closing:
@@ -302,15 +319,77 @@ class SessionRegistry:
             "session %s detached; it expires in %.1fs without a resume", session.id, self.grace
         )
 
-    def _expire(self, session_id: str, session: Session) -> None:
+    def release_if_empty(self, session: Session) -> bool:
+        """Drop ``session`` now if it is detached and has no process (running or retained):
+        there is nothing to resume. True when dropped.
+
+        Called once the connection's requests are done (a ``process/start`` still running
+        would otherwise be refused by the closed backend, or killed if it won the race).
+        """
         with self._lock:
-            if self._sessions.get(session_id) is not session or session.attached:
-                return
-            del self._sessions[session_id]
-            self._timers.pop(session_id, None)
+            if (
+                session.attached
+                or session.closed
+                or self._sessions.get(session.id) is not session
+                or session.backend.process_ids()
+            ):
+                return False
+            del self._sessions[session.id]
+            self._cancel_expiry(session.id)
             session.closed = True
-        log.info("session %s expired; killing its processes", session_id)
+        log.info("session %s has no processes; dropped at once", session.id)
         self._close_session(session, 5.0)
+        return True
+
+    def _cancel_expiry(self, session_id: str) -> None:
+        # With self._lock held. The heap entry stays (skipped when it comes up) unless nothing
+        # else waits: then the heap is emptied and the expiry thread ends now, not at the entry's
+        # due time.
+        if self._due.pop(session_id, None) is not None and not self._due:
+            self._heap.clear()
+            self._wakeup.notify()
+
+    def _expiry_main(self) -> None:
+        """The expiry thread: wait for the earliest grace period, expire, repeat; end once
+        nothing waits (a later detach starts a new thread)."""
+        expired: list[Session] = []
+        while True:
+            for session in expired:
+                self._expire(session)
+            expired = []
+            with self._lock:
+                while not expired:
+                    if self._closed or not self._heap:
+                        self._expiry_thread = None
+                        return
+                    due, _, session = self._heap[0]
+                    if self._due.get(session.id) != due:
+                        heapq.heappop(self._heap)  # resumed, dropped or detached again since
+                        continue
+                    now = time.monotonic()
+                    if due > now:
+                        self._wakeup.wait(due - now)
+                        continue
+                    heapq.heappop(self._heap)
+                    del self._due[session.id]
+                    if self._sessions.get(session.id) is session and not session.attached:
+                        del self._sessions[session.id]
+                        session.closed = True
+                        expired.append(session)
+
+    def _expire(self, session: Session) -> None:
+        """Kill an expired session's processes; without any, inline, else on a thread of its
+        own, so that one slow kill does not hold up the other expiries."""
+        log.info("session %s expired; killing its processes", session.id)
+        if not session.backend.process_ids():
+            self._close_session(session, 5.0)
+            return
+        threading.Thread(
+            target=self._close_session,
+            args=(session, 5.0),
+            name=f"execsdk-serve-close-{session.id[:8]}",
+            daemon=True,
+        ).start()
 
     @staticmethod
     def _close_session(session: Session, timeout: float) -> None:
@@ -325,12 +404,14 @@ class SessionRegistry:
             self._closed = True
             sessions = list(self._sessions.values())
             self._sessions.clear()
-            timers = list(self._timers.values())
-            self._timers.clear()
+            self._heap.clear()
+            self._due.clear()
+            expiry = self._expiry_thread
+            self._wakeup.notify_all()
             for session in sessions:
                 session.closed = True
-        for timer in timers:
-            timer.cancel()
+        if expiry is not None and expiry is not threading.current_thread():
+            expiry.join(timeout)
         if not sessions:
             return
         threads = [

@@ -7,8 +7,9 @@ refused with 403 (browsers must not reach the server); ``GET /readyz`` answers 2
 capability token or HS256-signed JWTs) the upgrade needs ``Authorization: Bearer <token>``
 (401 otherwise, with a fixed phrase as body). Messages up to 64 MiB are accepted, in frames of
 up to 16 MiB; the server pings every 30 s and closes a connection whose pong does not come
-within 60 s; a closing handshake gets 1 s. With ``root`` every path is confined to that
-directory (``confine.py``).
+within 60 s of the ping reaching the peer (a reader that is merely behind, its TCP window
+closed, is kept: ``wsconn.py``); a closing handshake gets 1 s. With ``root`` every path is
+confined to that directory (``confine.py``).
 
 websockets logs handshake headers and frame previews at DEBUG; its logger here is wrapped so
 that the ``Authorization`` header and frame contents never reach the log.
@@ -164,6 +165,8 @@ class WsServer:
         session_grace: float = DEFAULT_SESSION_GRACE,
         registry: SessionRegistry | None = None,
         workers: int | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
     ) -> None:
         """Bind the socket.
 
@@ -172,6 +175,9 @@ class WsServer:
             auth: who may connect (``execsdk.server.auth``); None lets everyone in.
             root: confine every path of every request to this directory (it must exist);
                 processes start there by default.
+            ping_interval, ping_timeout: keepalive (default :data:`PING_INTERVAL`,
+                :data:`PING_TIMEOUT`): a ping every ``ping_interval`` seconds, and the pong due
+                ``ping_timeout`` seconds after the ping reached the peer.
 
         Raises:
             OSError: the address cannot be bound, or ``root`` is not a directory.
@@ -189,6 +195,8 @@ class WsServer:
             )
         self.registry = registry
         self._workers = workers
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         self._lock = threading.Lock()
         self._shut_down = False
         self._thread: threading.Thread | None = None
@@ -292,8 +300,8 @@ class WsServer:
                 max_message_size=MAX_MESSAGE_SIZE,
                 max_frame_size=MAX_FRAME_SIZE,
                 open_timeout=OPEN_TIMEOUT,
-                ping_interval=PING_INTERVAL,
-                ping_timeout=PING_TIMEOUT,
+                ping_interval=PING_INTERVAL if self._ping_interval is None else self._ping_interval,
+                ping_timeout=PING_TIMEOUT if self._ping_timeout is None else self._ping_timeout,
                 close_timeout=CLOSE_TIMEOUT,
             )
         except OSError as exc:
@@ -408,14 +416,16 @@ class WsServer:
                     self._waker.send(b"x")
                 except OSError:  # the accept loop ended meanwhile and closed it
                     pass
-            self._listener.close()
-            for ws in live:
-                ws.close(CloseCode.GOING_AWAY)
-            for conn_thread in threads:
-                conn_thread.join(deadline.left())
-            if any(conn_thread.is_alive() for conn_thread in threads):
-                log.warning("connections still open %.1fs after shutdown began", timeout)
-            self.registry.close(timeout)
+            try:
+                self._listener.close()
+                for ws in live:
+                    ws.close(CloseCode.GOING_AWAY)
+                for conn_thread in threads:
+                    conn_thread.join(deadline.left())
+                if any(conn_thread.is_alive() for conn_thread in threads):
+                    log.warning("connections still open %.1fs after shutdown began", timeout)
+            finally:
+                self.registry.close(timeout)  # whatever failed above, the processes die
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)

@@ -33,20 +33,28 @@ client that does not read.
 Threads. The connection thread runs :meth:`~WsConnection.handshake`, :meth:`~WsConnection.run`
 and :meth:`~WsConnection.finish`: it owns the socket's read side, the timers (the handshake
 deadline, a keepalive ping every 30 s and its 60 s pong deadline, the close deadline) and the
-socket's end. The thread holding the outbox's sending turn calls
-:meth:`~WsConnection.send_texts`; any thread may call :meth:`~WsConnection.close`. Two locks:
-one around the protocol object (held briefly, never across I/O), one around socket writes.
-POSIX only (``select.poll``, ``MSG_DONTWAIT``), like the rest of ``execsdk serve``.
+socket's end. The pong deadline counts from the moment the ping reached the peer: a ping stuck
+behind data the peer has not taken (here or unacknowledged in the kernel) is not counted, so a
+slow reader is slowed by back-pressure, not cut; a peer whose TCP acknowledges nothing any more
+is still closed (:meth:`WsConnection._check_pong`). The thread holding the outbox's sending
+turn calls :meth:`~WsConnection.send_texts`; any thread may call :meth:`~WsConnection.close`.
+Two locks: one around the protocol object (held briefly, never across I/O), one around socket
+writes. Descriptors: the socket and one ``eventfd`` that wakes the connection thread. POSIX
+only (``select.poll``, ``MSG_DONTWAIT``), like the rest of ``execsdk serve``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import http
 import logging
 import math
 import os
 import select
 import socket
+import struct
+import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +68,7 @@ from websockets.server import ServerProtocol
 from execsdk._wsframes import frame_header, xor_mask
 
 __all__ = [
+    "FIRST_READ_SIZE",
     "KEEP_SIZE",
     "READ_SIZE",
     "UNMASK_HERE_UP_TO",
@@ -74,6 +83,9 @@ log = logging.getLogger(__name__)
 READ_SIZE = 64 * 1024
 """Bytes asked of the kernel per read while no large frame is pending; a large frame's remaining
 bytes are asked for at once."""
+FIRST_READ_SIZE = 4 * 1024
+"""Size of the small buffer until a read fills it or a larger frame comes (then
+:data:`READ_SIZE`): a connection that only sends small requests costs 4 KiB here, not 64."""
 KEEP_SIZE = 4 * 1024 * 1024
 """A buffer grown past this size for one large frame is given back once that frame is read;
 smaller ones stay, for the next megabyte-sized block of a stream."""
@@ -95,6 +107,7 @@ _REQUEST_END = b"\r\n\r\n"
 _STOCK_READ = 256 * 1024  # bytes per read once the protocol parses everything
 _WRITABLE_POLL_MS = 1000  # how often a writer waiting for a silent peer checks the state
 _END_WAIT = 5.0  # seconds the socket's end waits for a writer to let go of it
+_WAKE = (1).to_bytes(8, sys.byteorder)  # an eventfd takes 8 bytes; a pipe any
 _POLLIN = select.POLLIN | select.POLLHUP | select.POLLERR  # readable, or a read will tell why
 
 
@@ -148,24 +161,85 @@ def _write_parts(sock: socket.socket, parts: list[bytes]) -> None:
         send_gathered(sock, parts)
 
 
+# -- keepalive and wake-ups --------------------------------------------------------------------
+
+_STUCK_RECHECK = 5.0
+"""Seconds between checks of a late pong whose ping waits behind data the peer has not taken."""
+_TIOCOUTQ = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on Linux sockets
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
+
+
+def _unacked_bytes(sock: socket.socket) -> int:
+    """Bytes in the kernel's send buffer the peer has not acknowledged (0 when unknown)."""
+    if _TIOCOUTQ is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed, or not a socket that knows
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
+def _peer_tcp_silent(sock: socket.socket, seconds: float) -> bool:
+    """True when the peer's TCP acknowledged nothing for ``seconds`` while ours retransmitted
+    or probed its closed window at least twice without an answer (Linux ``TCP_INFO``).
+
+    A live peer answers window probes even when its application reads nothing (each answer
+    resets the kernel's count of unanswered probes), so a slow reader never looks silent;
+    a dead host or a cut link does. Elsewhere this is never True: the kernel's own
+    retransmission timeout (``tcp_retries2``, ~15 min) ends such a connection.
+    """
+    if _TCP_INFO is None:
+        return False
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+    except (OSError, ValueError):
+        return False
+    if len(info) < 60:
+        return False
+    retransmits, probes = info[2], info[3]
+    last_ack_recv_ms = int.from_bytes(info[56:60], sys.byteorder)
+    return last_ack_recv_ms >= seconds * 1000 and max(retransmits, probes) >= 2
+
+
+def _wake_fds() -> tuple[int, int]:
+    """The read and write ends that wake the connection thread: one eventfd where there is
+    one (one descriptor), else a non-blocking pipe."""
+    eventfd = getattr(os, "eventfd", None)
+    if eventfd is not None:
+        fd: int = eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return fd, fd
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    return read_end, write_end
+
+
 # -- receiving ---------------------------------------------------------------------------------
 
 
 class _Buffer:
     """The receive buffer: unread bytes at ``[pos, end)`` of ``buf``, reads land after them.
 
-    ``buf`` is a small buffer (:data:`READ_SIZE`) shared by consecutive frames, or, while a
-    frame larger than that is read, a buffer of exactly that frame's size, handed whole to the
-    protocol once full (a ``bytearray`` it copies, so no copy of ours). That buffer is kept for
-    the next large frame (resizing it zero-fills only the difference), unless it grew past
-    :data:`KEEP_SIZE`. Thread-safety: the connection thread only.
+    ``buf`` is a small buffer (:data:`FIRST_READ_SIZE`, grown to :data:`READ_SIZE` once a
+    read fills it or a larger frame comes) shared by consecutive frames, or, while a
+    frame larger than that is read, a buffer of its own that grows with the bytes received
+    (doubling, up to the frame's size, never to the size a header merely announces) and is
+    handed whole to the protocol once it holds the frame (a ``bytearray`` it copies, so no copy
+    of ours). So a frame costs at most twice what was received of it. That buffer is kept for
+    the next large frame (resizing it zero-fills only the difference) unless it grew past
+    :data:`KEEP_SIZE`, and dropped once the connection went a keepalive interval without a
+    large frame (:meth:`release_idle`, which also shrinks an empty small buffer back).
+    Thread-safety: the connection thread only.
     """
 
-    __slots__ = ("_big", "_small", "buf", "end", "pos", "view")
+    __slots__ = ("_big", "_big_used", "_small", "_target", "buf", "end", "pos", "view")
 
     def __init__(self) -> None:
-        self._small = bytearray(READ_SIZE)
+        self._small = bytearray(FIRST_READ_SIZE)
         self._big = bytearray()
+        self._big_used = False  # a large frame since the last release_idle()
+        self._target = 0  # size of the large frame being read
         self.buf = self._small
         self.view = memoryview(self.buf)
         self.pos = 0
@@ -177,30 +251,52 @@ class _Buffer:
     def room(self, need: int) -> memoryview:
         """A view where the next read lands (the caller releases it before the buffer is used
         again). The unread tail moves to the front when the frame being read (``need`` bytes)
-        would not fit behind the read position, or when little is left to move."""
+        would not fit behind the read position, or when little is left to move. A large
+        frame's buffer grows here, once full, by what was received so far."""
         pos, end = self.pos, self.end
+        if self.is_exact:
+            if end == len(self.buf) < self._target:
+                grown = min(self._target, max(2 * end, end + READ_SIZE))
+                self.view.release()
+                self.buf.extend(bytes(grown - end))
+                self.view = memoryview(self.buf)
+            return self.view[end:]
         if pos and (len(self.buf) - pos < need or end - pos < READ_SIZE // 8):
             unread = end - pos
             # Through a copy: the source and the destination may overlap.
             self.buf[:unread] = bytes(self.view[pos:end])
             self.pos, self.end = 0, unread
+        if len(self.buf) < READ_SIZE and (need > len(self.buf) or self.end == len(self.buf)):
+            self._grow_small()
         return self.view[self.end :]
 
+    def _grow_small(self) -> None:
+        self.view.release()
+        self._small.extend(bytes(READ_SIZE - len(self._small)))
+        self._use(self._small, self.end, self.pos)
+
     def fits(self, size: int) -> bool:
-        """True when a frame of ``size`` bytes fits this buffer (after :meth:`room` moved it
-        to the front)."""
-        return size <= len(self.buf)
+        """True when a frame of ``size`` bytes fits the small buffer (after :meth:`room` moved
+        it to the front and grew it)."""
+        return size <= READ_SIZE
 
     def exact(self, size: int) -> None:
-        """Read the frame of ``size`` bytes at the read position into a buffer of that size."""
+        """Read the frame of ``size`` bytes at the read position into a buffer of its own,
+        which starts with the bytes already here (or the kept buffer's size, at most
+        ``size``) and grows as more arrive."""
+        if len(self._small) < READ_SIZE:  # a busy connection: the next frames get room too
+            self._grow_small()
         big = self._big  # no view of it exists now: it may be resized
-        if len(big) > size:
-            del big[size:]
-        elif len(big) < size:
-            big.extend(bytes(size - len(big)))
         unread = self.end - self.pos
+        start = min(size, max(len(big), unread + READ_SIZE))
+        if len(big) > start:
+            del big[start:]
+        elif len(big) < start:
+            big.extend(bytes(start - len(big)))
         big[:unread] = self.view[self.pos : self.end]
         self.view.release()
+        self._target = size
+        self._big_used = True
         self._use(big, unread)
 
     def take_exact(self) -> bytearray:
@@ -213,17 +309,35 @@ class _Buffer:
     def _small_again(self) -> None:
         if len(self._big) > KEEP_SIZE:
             self._big = bytearray()
+        self._target = 0
         self.view.release()
         self._use(self._small, 0)
 
-    def _use(self, buf: bytearray, end: int) -> None:
+    def _use(self, buf: bytearray, end: int, pos: int = 0) -> None:
         self.buf = buf
         self.view = memoryview(buf)
-        self.pos, self.end = 0, end
+        self.pos, self.end = pos, end
 
     @property
     def is_exact(self) -> bool:
         return self.buf is not self._small
+
+    def release_idle(self) -> None:
+        """Unless a large frame came since the last call, drop the kept large-frame buffer and
+        shrink the small buffer back to :data:`FIRST_READ_SIZE` if it holds nothing."""
+        used, self._big_used = self._big_used, False
+        if used or self.is_exact:
+            return
+        self._big = bytearray()
+        if self.end == 0 and len(self._small) > FIRST_READ_SIZE:
+            self.view.release()
+            del self._small[FIRST_READ_SIZE:]
+            self._use(self._small, 0)
+
+    @property
+    def allocated(self) -> int:
+        """Bytes held by the buffers (the small one, the large one)."""
+        return len(self._small) + len(self._big)
 
     def load(self, data: bytes) -> None:
         """Append ``data`` (bytes read before the buffer took over; at most a read's worth)."""
@@ -295,9 +409,7 @@ class WsConnection:
         self._send_exc: BaseException | None = None  # the first failed write
         self._send_poller: select.poll | None = None  # the sending turn's, lazily
         self._wake_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_r, self._wake_w = _wake_fds()
         self._poller = select.poll()
         self._poller.register(self._wake_r, select.POLLIN)
         self._poller.register(self._fd, _POLLIN)
@@ -312,6 +424,10 @@ class WsConnection:
         self._failed = False  # we failed the connection: later messages are dropped
         self._ping: bytes | None = None  # payload of the keepalive ping waiting for its pong
         self._ping_sent = 0.0
+        # The pong is due ping_timeout after the ping reached the peer's TCP (the last moment
+        # it was seen stuck behind unsent data); checked again at _pong_check.
+        self._pong_from = 0.0
+        self._pong_check = math.inf
         self._next_ping = math.inf
         self._opened = False  # the handshake succeeded
         self._ended = False
@@ -615,10 +731,8 @@ class WsConnection:
         if self.protocol.state is State.OPEN:
             if self._ping is None and now >= self._next_ping:
                 self._send_ping(now)
-            elif self._ping is not None and now >= self._ping_sent + self._ping_timeout:
-                log.info("conn %s: no pong within %.0f s; closing", self.name, self._ping_timeout)
-                self._ping = None
-                self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            elif self._ping is not None and now >= self._pong_check:
+                self._check_pong(now)
         wait = math.inf
         close_at = self._close_at
         if close_at is not None:
@@ -630,7 +744,7 @@ class WsConnection:
                 return 0.0
             wait = close_at - now
         if self.protocol.state is State.OPEN:
-            due = self._next_ping if self._ping is None else self._ping_sent + self._ping_timeout
+            due = self._next_ping if self._ping is None else self._pong_check
             wait = min(wait, max(0.0, due - now))
         return wait
 
@@ -642,8 +756,48 @@ class WsConnection:
             self.protocol.send_ping(data)
             self._collect()
         self._ping, self._ping_sent = data, now
+        self._pong_from = now
+        self._pong_check = now + self._ping_timeout
+        self._buffer.release_idle()  # no large frame for a keepalive interval: give it back
         log.debug("conn %s: keepalive ping", self.name)
         self._flush()
+
+    def _check_pong(self, now: float) -> None:
+        """The pong is late: fail the connection, unless the peer is merely behind.
+
+        A ping queued behind data the peer has not taken yet (in our queue or in the kernel's
+        send buffer, unacknowledged) has not reached it: a reader that is behind, its TCP window
+        closed, is slowed by back-pressure, not cut. The pong clock restarts from the last
+        moment the ping was seen stuck. Only a peer whose TCP stopped acknowledging anything
+        (:func:`_peer_tcp_silent`: no ACK for ``ping_timeout``, retransmissions or window probes
+        unanswered) is given up while stuck.
+        """
+        if self._stuck():
+            if _peer_tcp_silent(self.sock, self._ping_timeout):
+                log.info(
+                    "conn %s: the peer acknowledged nothing for %.0f s; closing",
+                    self.name,
+                    self._ping_timeout,
+                )
+                self._ping = None
+                self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                return
+            self._pong_from = now
+            self._pong_check = now + min(self._ping_timeout, _STUCK_RECHECK)
+            return
+        if now < self._pong_from + self._ping_timeout:
+            self._pong_check = self._pong_from + self._ping_timeout
+            return
+        log.info("conn %s: no pong within %.0f s; closing", self.name, self._ping_timeout)
+        self._ping = None
+        self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+
+    def _stuck(self) -> bool:
+        """True while data of ours waits for the peer: queued here, or in the kernel's send
+        buffer and not acknowledged yet."""
+        if self._unsent or self._want_out:
+            return True
+        return _unacked_bytes(self.sock) > 0
 
     def _pong(self, data: bytes) -> None:
         if self._ping is not None and data == self._ping:
@@ -716,7 +870,8 @@ class WsConnection:
             )
         with self._wake_lock:
             os.close(self._wake_r)
-            os.close(self._wake_w)
+            if self._wake_w != self._wake_r:
+                os.close(self._wake_w)
             self._wake_w = -1
 
     # -- waking the connection thread ----------------------------------------------------------
@@ -726,7 +881,7 @@ class WsConnection:
             if self._wake_w < 0:
                 return
             try:
-                os.write(self._wake_w, b"x")
+                os.write(self._wake_w, _WAKE)
             except OSError:  # the pipe is full: a wake-up is pending anyway
                 pass
 

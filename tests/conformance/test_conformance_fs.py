@@ -324,6 +324,18 @@ def test_open_handles_are_per_connection(connect: Callable[[], RawConn], tmp_pat
     f.write_bytes(b"abc")
     first = connect()
     session = first.handshake()["sessionId"]
+    # A process keeps the session resumable on our server too (it drops empty sessions at
+    # once: docs/server.md, deliberate differences).
+    first.result(
+        "process/start",
+        {
+            "processId": "keeper",
+            "argv": ["sleep", "30"],
+            "cwd": tmp_path.as_uri(),
+            "env": {"PATH": "/usr/bin:/bin"},
+            "tty": False,
+        },
+    )
     assert first.result("fs/open", {"handleId": "keep", "path": f.as_uri()}) == {"handleId": "keep"}
     first.close()
     second = connect()
@@ -331,3 +343,4 @@ def test_open_handles_are_per_connection(connect: Callable[[], RawConn], tmp_pat
     err = _error(second.call("fs/readBlock", {"handleId": "keep", "offset": 0, "len": 1}))
     assert err["code"] == NOT_FOUND
     assert "unknown file handle `keep`" in err["message"]
+    second.result("process/terminate", {"processId": "keeper"})

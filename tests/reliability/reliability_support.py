@@ -29,6 +29,7 @@ import psutil
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
+from execsdk._local.processes import GUARDIAN_MARK
 from tests.servers import ServerHandle
 from tests.waiting import eventually
 
@@ -98,12 +99,20 @@ def describe_fds() -> list[str]:
 
 
 def server_tree(pid: int) -> list[psutil.Process]:
-    """Every live process below ``pid`` (recursive); empty if ``pid`` is gone."""
+    """Every live process below ``pid`` (recursive) except our server's guardian (it kills
+    the server's children when the server dies); empty if ``pid`` is gone."""
     try:
         kids: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
-        return kids
     except psutil.NoSuchProcess:
         return []
+    return [p for p in kids if not _is_guardian(p)]
+
+
+def _is_guardian(proc: psutil.Process) -> bool:
+    try:
+        return any(arg.startswith(GUARDIAN_MARK) for arg in proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 def zombies_of(pid: int) -> list[psutil.Process]:
