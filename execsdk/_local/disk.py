@@ -27,7 +27,7 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Literal, TypeVar
 
 from execsdk import errors
 from execsdk._deadline import UNSET, Timeoutish
@@ -392,49 +392,37 @@ class LocalFsBackend:
             st = os.stat(root) if stat.S_ISLNK(lst.st_mode) and follow_directory_symlinks else lst
         if not stat.S_ISDIR(st.st_mode):
             return WalkResult(entries=(), errors=(), truncated=False)
-        visited = {(st.st_dev, st.st_ino)}
-        queue: collections.deque[tuple[str, int]] = collections.deque([(root, 0)])
-        entries: list[WalkEntry] = []
-        problems: list[str] = []
-        dirs_read = 0
-        examined = 0
-        truncated = False
-        while queue and not truncated:
-            directory, depth = queue.popleft()
-            if dirs_read >= max_directories:
-                truncated = True
-                break
-            dirs_read += 1
-            try:
-                names = sorted(os.listdir(directory))
-            except OSError as exc:
-                problems.append(f"{directory}: {exc.strerror or exc}")
-                continue
-            for name in names:
-                if examined >= max_entries:
-                    truncated = True
-                    break
-                examined += 1
+        follow = follow_directory_symlinks
+
+        @contextlib.contextmanager
+        def listing(directory: str) -> Iterator[tuple[list[str], ChildStat[str]]]:
+            names = sorted(os.listdir(directory))
+
+            def child_stat(name: str) -> tuple[os.stat_result, str] | None:
                 child = posixpath.join(directory, name)
                 try:
                     cst = os.lstat(child)
                     if stat.S_ISLNK(cst.st_mode):
-                        if not follow_directory_symlinks:
-                            continue
+                        if not follow:
+                            return None
                         cst = os.stat(child)
                         if not stat.S_ISDIR(cst.st_mode):
-                            continue
+                            return None
                 except OSError:
-                    continue
-                if stat.S_ISDIR(cst.st_mode):
-                    entries.append(WalkEntry(path=child, kind="directory"))
-                    key = (cst.st_dev, cst.st_ino)
-                    if depth < max_depth and key not in visited:
-                        visited.add(key)
-                        queue.append((child, depth + 1))
-                elif stat.S_ISREG(cst.st_mode):
-                    entries.append(WalkEntry(path=child, kind="file"))
-        return WalkResult(entries=tuple(entries), errors=tuple(problems), truncated=truncated)
+                    return None
+                return cst, child
+
+            yield names, child_stat
+
+        return breadth_first_walk(
+            root,
+            root,
+            st,
+            listing,
+            max_depth=max_depth,
+            max_directories=max_directories,
+            max_entries=max_entries,
+        )
 
     # ------------------------------------------------------------------ block handles
 
@@ -579,6 +567,72 @@ def stat_metadata(st: os.stat_result, is_link: bool) -> tuple[FileMetadata, int]
         modified_at_ms=st.st_mtime_ns // 1_000_000,
     )
     return meta, stat.S_IMODE(st.st_mode)
+
+
+S = TypeVar("S")
+
+ChildStat = Callable[[str], "tuple[os.stat_result, S] | None"]
+"""For an entry name of the directory being listed: what it is (links followed only where
+the walk follows them) and how to reach it, or None to leave it out."""
+
+
+def breadth_first_walk(
+    root: str,
+    state: S,
+    st: os.stat_result,
+    listing: Callable[[S], contextlib.AbstractContextManager[tuple[list[str], ChildStat[S]]]],
+    *,
+    max_depth: int,
+    max_directories: int,
+    max_entries: int,
+) -> WalkResult:
+    """``fs/walk``'s traversal, for the plain and the ``--root`` walk alike: breadth first,
+    names sorted, each real directory descended once, and codex's counting of the limits.
+
+    ``root`` is the path shown in entries, ``state`` how ``listing`` reaches a directory (a
+    path, or a path below a descriptor) and ``st`` the root's stat. ``listing(state)`` gives
+    a directory's sorted names and a :data:`ChildStat` valid while it is entered; an
+    ``OSError`` (or a confinement refusal) from it becomes one entry of ``errors``.
+    """
+    visited = {(st.st_dev, st.st_ino)}
+    queue: collections.deque[tuple[str, S, int]] = collections.deque([(root, state, 0)])
+    entries: list[WalkEntry] = []
+    problems: list[str] = []
+    dirs_read = 0
+    examined = 0
+    truncated = False
+    while queue and not truncated:
+        directory, where, depth = queue.popleft()
+        if dirs_read >= max_directories:
+            truncated = True
+            break
+        dirs_read += 1
+        with contextlib.ExitStack() as stack:
+            try:
+                names, child_stat = stack.enter_context(listing(where))
+            except (OSError, errors.InvalidRequest) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else None
+                problems.append(f"{directory}: {reason or exc}")
+                continue
+            for name in names:
+                if examined >= max_entries:
+                    truncated = True
+                    break
+                examined += 1
+                found = child_stat(name)
+                if found is None:
+                    continue
+                cst, reach = found
+                child = posixpath.join(directory, name)
+                if stat.S_ISDIR(cst.st_mode):
+                    entries.append(WalkEntry(path=child, kind="directory"))
+                    key = (cst.st_dev, cst.st_ino)
+                    if depth < max_depth and key not in visited:
+                        visited.add(key)
+                        queue.append((child, reach, depth + 1))
+                elif stat.S_ISREG(cst.st_mode):
+                    entries.append(WalkEntry(path=child, kind="file"))
+    return WalkResult(entries=tuple(entries), errors=tuple(problems), truncated=truncated)
 
 
 def check_walk_limits(max_depth: int, max_directories: int, max_entries: int) -> None:

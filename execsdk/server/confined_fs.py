@@ -18,7 +18,6 @@ Thread-safety: stateless functions over the immutable :class:`Confinement`; any 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import os
@@ -28,8 +27,14 @@ import stat
 from collections.abc import Iterator
 
 from execsdk import errors
-from execsdk._local.disk import LocalFsBackend, check_walk_limits, stat_metadata
-from execsdk.backends import DirEntry, FileMetadata, WalkEntry, WalkResult
+from execsdk._local.disk import (
+    ChildStat,
+    LocalFsBackend,
+    breadth_first_walk,
+    check_walk_limits,
+    stat_metadata,
+)
+from execsdk.backends import DirEntry, FileMetadata, WalkResult
 from execsdk.server import beneath
 from execsdk.server.confine import Confinement, real_path
 from execsdk.server.params import PathUri
@@ -520,60 +525,39 @@ def walk(
             else:
                 return nothing
     with _fd(top):
-        st = os.fstat(top)
-        visited = {(st.st_dev, st.st_ino)}
-        # (shown path, path below the walked directory, depth)
-        queue: collections.deque[tuple[str, str, int]] = collections.deque([(norm, ".", 0)])
-        entries: list[WalkEntry] = []
-        problems: list[str] = []
-        dirs_read = 0
-        examined = 0
-        truncated = False
-        while queue and not truncated:
-            directory, sub, depth = queue.popleft()
-            if dirs_read >= max_directories:
-                truncated = True
-                break
-            dirs_read += 1
-            try:
-                dfd = _open_walked(c, top, rel, sub, follow)
-            except (OSError, errors.InvalidRequest) as exc:
-                problems.append(f"{directory}: {_reason(exc)}")
-                continue
-            with _fd(dfd):
-                try:
-                    names = sorted(os.listdir(dfd))
-                except OSError as exc:
-                    problems.append(f"{directory}: {exc.strerror or exc}")
-                    continue
-                for name in names:
-                    if examined >= max_entries:
-                        truncated = True
-                        break
-                    examined += 1
+
+        @contextlib.contextmanager
+        def listing(sub: str) -> Iterator[tuple[list[str], ChildStat[str]]]:
+            with _fd(_open_walked(c, top, rel, sub, follow)) as dfd:
+                names = sorted(os.listdir(dfd))
+
+                def child_stat(name: str) -> tuple[os.stat_result, str] | None:
                     child_sub = _join(sub, name)
                     try:
                         cst = os.stat(name, dir_fd=dfd, follow_symlinks=False)
                         if stat.S_ISLNK(cst.st_mode):
                             if not follow:
-                                continue
+                                return None
                             target = _join(rel, child_sub)
                             with _fd(c.open(target, os.O_PATH, shown=target)) as tfd:
                                 cst = os.fstat(tfd)
                             if not stat.S_ISDIR(cst.st_mode):
-                                continue
+                                return None
                     except (OSError, errors.InvalidRequest):
-                        continue  # gone, dangling, a loop, or leading out of the root
-                    child = posixpath.join(directory, name)
-                    if stat.S_ISDIR(cst.st_mode):
-                        entries.append(WalkEntry(path=child, kind="directory"))
-                        key = (cst.st_dev, cst.st_ino)
-                        if depth < max_depth and key not in visited:
-                            visited.add(key)
-                            queue.append((child, child_sub, depth + 1))
-                    elif stat.S_ISREG(cst.st_mode):
-                        entries.append(WalkEntry(path=child, kind="file"))
-    return WalkResult(entries=tuple(entries), errors=tuple(problems), truncated=truncated)
+                        return None  # gone, dangling, a loop, or leading out of the root
+                    return cst, child_sub
+
+                yield names, child_stat
+
+        return breadth_first_walk(
+            norm,
+            ".",
+            os.fstat(top),
+            listing,
+            max_depth=max_depth,
+            max_directories=max_directories,
+            max_entries=max_entries,
+        )
 
 
 def _open_walked(c: Confinement, top: int, rel: str, sub: str, follow: bool) -> int:
@@ -585,9 +569,3 @@ def _open_walked(c: Confinement, top: int, rel: str, sub: str, follow: bool) -> 
         return c.open(target, _DIR, shown=target)
     resolve = beneath.RESOLVE_BENEATH | beneath.RESOLVE_NO_MAGICLINKS | beneath.RESOLVE_NO_SYMLINKS
     return beneath.openat2(top, sub, _DIR, 0, resolve)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc)
