@@ -231,7 +231,6 @@ class RemoteProcessBackend:
         self._keep_lock = threading.Lock()
         self._kept_session: str | None = None
         self._acker: _Acker | None = None
-        self._acked: set[str] = set()  # processes started while output is kept (under _keep_lock)
 
     @property
     def keeps_output(self) -> bool:
@@ -244,15 +243,16 @@ class RemoteProcessBackend:
         return ACK_EVERY if self.keeps_output else None
 
     def acknowledge(self, process_id: str, seq: int) -> None:
-        """Queue an acknowledgement (never blocks; from the thread applying output)."""
+        """Queue an acknowledgement (never blocks; from the thread applying output). Every
+        process of a backend with :attr:`ack_every` was started after ``process/keepOutput``."""
         acker = self._acker
-        if acker is not None and process_id in self._acked:
+        if acker is not None:
             acker.put(process_id, seq)
 
-    def _keep_output(self, timeout: Timeoutish) -> bool:
-        """Ask the session to keep unacknowledged output (once per session); True if kept."""
+    def _keep_output(self, timeout: Timeoutish) -> None:
+        """Ask the session to keep unacknowledged output, once per session."""
         if not self.keeps_output:
-            return False
+            return
         session = self._client.server_info.session_id
         with self._keep_lock:
             if self._kept_session != session:
@@ -260,7 +260,6 @@ class RemoteProcessBackend:
                 self._kept_session = session
                 if self._acker is None:
                     self._acker = _Acker(self._client)
-        return True
 
     @property
     def can_close_stdin(self) -> bool:
@@ -299,12 +298,9 @@ class RemoteProcessBackend:
                 include_only=list(policy.include_only),
             )
         )
-        kept = self._keep_output(timeout)
+        self._keep_output(timeout)
         # Output may arrive before the start answer (PROTOCOL.md §4.3): register first.
         self._receivers.add(process_id, events)
-        if kept:
-            with self._keep_lock:
-                self._acked.add(process_id)
         try:
             with map_spawn_errors(
                 self._client,
@@ -325,8 +321,6 @@ class RemoteProcessBackend:
                 )
         except BaseException:
             self._receivers.remove(process_id, events)
-            with self._keep_lock:
-                self._acked.discard(process_id)
             raise
 
     def write(self, process_id: str, data: bytes, *, timeout: Timeoutish = UNSET) -> WriteStatus:
@@ -382,5 +376,3 @@ class RemoteProcessBackend:
 
     def release(self, process_id: str) -> None:
         self._receivers.remove(process_id)
-        with self._keep_lock:
-            self._acked.discard(process_id)

@@ -380,9 +380,9 @@ def test_iter_lines_yields_the_text_before_a_gap_then_raises(backend: FakeBacken
     assert list(proc.iter_lines(timeout=5)) == ["three"]
 
 
-def test_iter_lines_keeps_the_other_stream_for_later_readers(backend: FakeBackend) -> None:
-    proc = make(backend)
-    events = [
+def _interleaved() -> list[_Ev]:
+    """stdout and stderr lines taking turns, then the close."""
+    return [
         out(1, b"o1\n"),
         out(2, b"e1\n", "stderr"),
         out(3, b"o2\n"),
@@ -390,6 +390,11 @@ def test_iter_lines_keeps_the_other_stream_for_later_readers(backend: FakeBacken
         out(5, b"o3\n"),
         closed(6),
     ]
+
+
+def test_iter_lines_keeps_the_other_stream_for_later_readers(backend: FakeBackend) -> None:
+    proc = make(backend)
+    events = _interleaved()
     backend.script(proc.id, events)
     backend.deliver(proc.id, events)
     assert list(proc.iter_lines("stdout", timeout=5)) == ["o1", "o2", "o3"]
@@ -398,14 +403,7 @@ def test_iter_lines_keeps_the_other_stream_for_later_readers(backend: FakeBacken
 
 def test_a_stopped_one_stream_reader_leaves_every_chunk_in_order(backend: FakeBackend) -> None:
     proc = make(backend)
-    events = [
-        out(1, b"o1\n"),
-        out(2, b"e1\n", "stderr"),
-        out(3, b"o2\n"),
-        out(4, b"e2\n", "stderr"),
-        out(5, b"o3\n"),
-        closed(6),
-    ]
+    events = _interleaved()
     backend.script(proc.id, events)
     backend.deliver(proc.id, events)
     lines = proc.iter_lines("stdout", timeout=5)
