@@ -3,12 +3,15 @@ thread and no unclosed socket, file or process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 from collections.abc import Iterator
 
 import pytest
 
+import execsdk
+from execsdk.environment import Environment
 from tests.servers import ServerHandle, start_kind
 from tests.waiting import wait_until
 
@@ -34,6 +37,24 @@ class ServerPool:
         for handle in self._servers.values():
             handle.stop()
         self._servers.clear()
+
+
+ENV_KINDS = ("local", *SERVER_KINDS)
+"""Every kind of environment a test may run on: local, and a connection to each server."""
+
+
+@contextlib.contextmanager
+def environment_of(kind: str, pool: ServerPool) -> Iterator[Environment]:
+    """An environment of ``kind`` (one of :data:`ENV_KINDS`), closed on exit."""
+    environment: Environment
+    if kind == "local":
+        environment = execsdk.local()
+    else:
+        environment = execsdk.connect(pool.get(kind).url, timeout=60.0)
+    try:
+        yield environment
+    finally:
+        environment.close()
 
 
 @pytest.fixture(scope="session")

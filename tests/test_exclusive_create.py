@@ -20,12 +20,11 @@ import pytest
 import execsdk
 from execsdk._protocol.wire import path_to_uri
 from execsdk.environment import Environment
-from tests.conftest import ServerPool
+from tests.conftest import ENV_KINDS, ServerPool, environment_of
 from tests.servers import RawConn
 
 pytestmark = pytest.mark.timeout(120)
 
-KINDS = ("local", "codex-0.169.0", "codex-0.123.0", "ours")
 CAPABILITY = "execsdk/exclusiveCreate"
 
 
@@ -126,18 +125,10 @@ def test_a_wrong_mode_still_reads_as_codex_words(ours: RawConn, tmp_path: Path) 
 # --------------------------------------------------------------------------- Fs.open "x" modes
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=ENV_KINDS)
 def env(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[Environment]:
-    kind = request.param
-    environment: Environment
-    if kind == "local":
-        environment = execsdk.local()
-    else:
-        environment = execsdk.connect(server_pool.get(kind).url, timeout=60.0)
-    try:
+    with environment_of(request.param, server_pool) as environment:
         yield environment
-    finally:
-        environment.close()
 
 
 @pytest.fixture

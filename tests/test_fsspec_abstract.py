@@ -25,33 +25,22 @@ from fsspec.tests.abstract import (
     AbstractPutTests,
 )
 
-import execsdk
 from execsdk.environment import Environment
 from execsdk.fsspec import ExecFileSystem
-from tests.conftest import ServerPool
+from tests.conftest import ENV_KINDS, ServerPool, environment_of
 
 pytestmark = pytest.mark.timeout(120)
-
-KINDS = ("local", "codex-0.169.0", "codex-0.123.0", "ours")
 
 
 class ExecFixtures(AbstractFixtures):  # type: ignore[misc]
     """The fixtures fsspec's abstract suites expect, over one environment per test."""
 
-    @pytest.fixture(params=KINDS)
+    @pytest.fixture(params=ENV_KINDS)
     def environment(
         self, request: pytest.FixtureRequest, server_pool: ServerPool
     ) -> Iterator[Environment]:
-        kind = request.param
-        env: Environment
-        if kind == "local":
-            env = execsdk.local()
-        else:
-            env = execsdk.connect(server_pool.get(kind).url, timeout=60.0)
-        try:
+        with environment_of(request.param, server_pool) as env:
             yield env
-        finally:
-            env.close()
 
     @pytest.fixture
     def fs(self, environment: Environment) -> ExecFileSystem:

@@ -6,22 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-import execsdk
 from execsdk.environment import Environment
-from tests.conftest import ServerPool
-
-ENV_KINDS = ("local", "codex-0.169.0", "codex-0.123.0", "ours")
+from tests.conftest import ENV_KINDS, ServerPool, environment_of
 
 
 @pytest.fixture(params=ENV_KINDS)
 def env(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[Environment]:
-    kind = request.param
-    if kind == "local":
-        environment: Environment = execsdk.local()
-    else:
-        server = server_pool.get(kind)
-        environment = execsdk.connect(server.url, timeout=60.0)
-    try:
+    with environment_of(request.param, server_pool) as environment:
         yield environment
-    finally:
-        environment.close()

@@ -14,29 +14,18 @@ import fsspec
 import pytest
 from fsspec.callbacks import Callback
 
-import execsdk
 from execsdk import errors
 from execsdk.environment import Environment
 from execsdk.fsspec import ExecFileSystem
-from tests.conftest import ServerPool
+from tests.conftest import ENV_KINDS, ServerPool, environment_of
 
 pytestmark = pytest.mark.timeout(120)
 
-KINDS = ("local", "codex-0.169.0", "codex-0.123.0", "ours")
 
-
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=ENV_KINDS)
 def env(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[Environment]:
-    kind = request.param
-    environment: Environment
-    if kind == "local":
-        environment = execsdk.local()
-    else:
-        environment = execsdk.connect(server_pool.get(kind).url, timeout=60.0)
-    try:
+    with environment_of(request.param, server_pool) as environment:
         yield environment
-    finally:
-        environment.close()
 
 
 @pytest.fixture
